@@ -23,21 +23,26 @@ from toil_mesos.deploy.locate import (
 )
 from toil_mesos.deploy.options import DeployOptions, NativePolicy
 from toil_mesos.deploy.scan import Contents, check_native, scan
+from toil_mesos.deploy.stage import CACHE_ENV, StagedBundle, default_cache_dir, stage
 
 __all__ = [
+    "CACHE_ENV",
     "Bundle",
     "Contents",
     "DeployOptions",
     "NativePolicy",
     "Plan",
+    "StagedBundle",
     "UserModule",
     "build",
     "check_native",
+    "default_cache_dir",
     "find_module",
     "locate",
     "make_bundle",
     "scan",
     "script_module",
+    "stage",
     "user_module_of",
 ]
 
