@@ -1,0 +1,107 @@
+"""What the scheduler tells the executor about one Toil job: versioned JSON in ``TaskInfo.data``.
+
+Toil's own Mesos batch system pickled its job objects into the task data, so an executor ran
+whatever a master relayed to it. Here the data is plain JSON, validated into a frozen dataclass
+before anything runs; the executor never evaluates what it receives.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from toil_mesos.deploy.manifest import is_sha256
+
+__all__ = ["TASK_SPEC_VERSION", "TaskSpec", "TaskSpecError"]
+
+TASK_SPEC_VERSION = 1
+_FORMAT = "toil-mesos-task"
+
+
+class TaskSpecError(ValueError):
+    """Task data that is not a task spec this executor understands."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """One job: the worker command, its environment, and the bundle that must be staged first."""
+
+    job_id: int
+    #: Toil's worker command line, as Toil gave it to the batch system.
+    command: str
+    environment: Mapping[str, str] = field(default_factory=dict)
+    #: The bundle to stage before running; None when nothing ships (shared filesystem mode).
+    bundle_sha256: str | None = None
+    #: The leader's Python (major.minor) and Toil versions, which the worker must match.
+    python: str = ""
+    toil: str | None = None
+    version: int = TASK_SPEC_VERSION
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "version": self.version,
+                "job_id": self.job_id,
+                "command": self.command,
+                "environment": dict(sorted(self.environment.items())),
+                "bundle_sha256": self.bundle_sha256,
+                "python": self.python,
+                "toil": self.toil,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> TaskSpec:
+        """Parse and validate task data.
+
+        :raises TaskSpecError: not JSON, another format or version, a missing or mistyped field.
+        """
+        try:
+            document = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TaskSpecError(f"task data is not JSON: {exc}") from None
+        if not isinstance(document, dict) or document.get("format") != _FORMAT:
+            raise TaskSpecError("task data is not a toil-mesos task spec")
+        if document.get("version") != TASK_SPEC_VERSION:
+            raise TaskSpecError(
+                f"task spec version {document.get('version')!r} is not supported by this "
+                f"executor (it reads version {TASK_SPEC_VERSION}); use the same toil-mesos "
+                "version on the leader and in the appliance"
+            )
+        job_id = document.get("job_id")
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise TaskSpecError(f"task spec job_id must be an integer, not {job_id!r}")
+        environment = document.get("environment", {})
+        if not isinstance(environment, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in environment.items()
+        ):
+            raise TaskSpecError("task spec environment must map strings to strings")
+        bundle = document.get("bundle_sha256")
+        if bundle is not None and (not isinstance(bundle, str) or not is_sha256(bundle)):
+            raise TaskSpecError(f"task spec bundle_sha256 is not a sha256: {bundle!r}")
+        return cls(
+            job_id=job_id,
+            command=_str(document, "command"),
+            environment=environment,
+            bundle_sha256=bundle,
+            python=_str(document, "python"),
+            toil=_opt_str(document, "toil"),
+        )
+
+
+def _str(document: dict[str, Any], key: str) -> str:
+    value = document.get(key)
+    if not isinstance(value, str) or not value:
+        raise TaskSpecError(f"task spec {key!r} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _opt_str(document: dict[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    if value is not None and not isinstance(value, str):
+        raise TaskSpecError(f"task spec {key!r} must be a string or null, not {value!r}")
+    return value

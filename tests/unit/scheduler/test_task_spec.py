@@ -1,0 +1,54 @@
+"""The task spec: JSON round trip and strict refusal of anything else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from toil_mesos.task_spec import TaskSpec, TaskSpecError
+
+SPEC = TaskSpec(
+    job_id=7,
+    command="_toil_worker j file:/js kind-x",
+    environment={"B": "2", "A": "1"},
+    bundle_sha256="b" * 64,
+    python="3.11",
+    toil="9.6.0",
+)
+
+
+def test_round_trip():
+    data = SPEC.to_json()
+    assert TaskSpec.from_json(data) == SPEC
+    assert b"pickle" not in data and json.loads(data)["environment"] == {"A": "1", "B": "2"}
+
+
+def mutated(**changes: object) -> bytes:
+    document = json.loads(SPEC.to_json())
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\x80\x04\x95", "not JSON"),
+        (b"{}", "not a toil-mesos task spec"),
+        (mutated(version=2), "version 2 is not supported"),
+        (mutated(job_id="7"), "job_id must be an integer"),
+        (mutated(job_id=True), "job_id must be an integer"),
+        (mutated(command=""), "'command' must be a non-empty string"),
+        (mutated(environment={"A": 1}), "environment must map strings to strings"),
+        (mutated(bundle_sha256="../x"), "bundle_sha256 is not a sha256"),
+        (mutated(toil=9), "'toil' must be a string or null"),
+    ],
+)
+def test_bad_task_data_is_refused(data, problem):
+    with pytest.raises(TaskSpecError, match=problem):
+        TaskSpec.from_json(data)
+
+
+def test_no_bundle_is_allowed_for_shared_filesystems():
+    spec = TaskSpec(job_id=1, command="true", python="3.11")
+    assert TaskSpec.from_json(spec.to_json()).bundle_sha256 is None
