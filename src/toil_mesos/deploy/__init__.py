@@ -2,7 +2,8 @@
 
 The pipeline on the leader is :func:`locate` (which roots ship) → :func:`scan` (which files) →
 :func:`check_native` → :func:`build` (one deterministic archive); :func:`make_bundle` runs it all.
-On a worker, :func:`toil_mesos.deploy.stage.stage` verifies and extracts it.
+On a worker, :func:`toil_mesos.deploy.stage.stage` verifies and extracts it (import it from
+its module: the name ``stage`` in this package is the module).
 
 This package imports neither Toil nor the Mesos client: it works on paths, distributions and
 archives only, so it is tested without a cluster.
@@ -23,26 +24,21 @@ from toil_mesos.deploy.locate import (
 )
 from toil_mesos.deploy.options import DeployOptions, NativePolicy
 from toil_mesos.deploy.scan import Contents, check_native, scan
-from toil_mesos.deploy.stage import CACHE_ENV, StagedBundle, default_cache_dir, stage
 
 __all__ = [
-    "CACHE_ENV",
     "Bundle",
     "Contents",
     "DeployOptions",
     "NativePolicy",
     "Plan",
-    "StagedBundle",
     "UserModule",
     "build",
     "check_native",
-    "default_cache_dir",
     "find_module",
     "locate",
     "make_bundle",
     "scan",
     "script_module",
-    "stage",
     "user_module_of",
 ]
 

@@ -23,6 +23,7 @@ import pathspec
 
 from toil_mesos.deploy._editable import Mount
 from toil_mesos.deploy._environment import is_within
+from toil_mesos.deploy._units import human_size
 from toil_mesos.errors import BundleError
 
 __all__ = ["FileEntry", "SizeBudget", "Skipped", "WalkRules", "walk_mount"]
@@ -114,21 +115,14 @@ class SizeBudget:
             + [(size, path + "/") for path, size in self._dirs.items()],
             reverse=True,
         )[:_LARGEST]
-        lines = "\n".join(f"  {_human(size):>10}  {path}" for size, path in biggest)
+        lines = "\n".join(f"  {human_size(size):>10}  {path}" for size, path in biggest)
         return (
-            f"the code to ship is larger than the limit of {_human(self.max_bytes)} "
+            f"the code to ship is larger than the limit of {human_size(self.max_bytes)} "
             f"(passed it after {self.files} files); the largest entries seen so far:\n{lines}\n"
             f"{self._hint}"
         )
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def walk_mount(

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from toil_mesos.deploy._units import human_size
 from toil_mesos.deploy.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -269,21 +270,14 @@ def _cache_error(exc: OSError, cache: Path, needed: int | None) -> BundleError:
 
 
 def _no_room(cache: Path, needed: int | None, free: int | None) -> BundleError:
-    need = "an unknown amount" if needed is None else f"{needed} bytes ({_human(needed)})"
-    have = "" if free is None else f", {free} bytes ({_human(free)}) are free"
+    need = "an unknown amount" if needed is None else f"{needed} bytes ({human_size(needed)})"
+    have = "" if free is None else f", {free} bytes ({human_size(free)}) are free"
     return BundleError(
         f"bundle cache {str(cache)!r} has no room: this bundle needs {need}{have}; free space "
         f"there or set {CACHE_ENV} to a directory on a larger disk"
     )
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _free_bytes(path: Path) -> int:

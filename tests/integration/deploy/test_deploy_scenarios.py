@@ -225,46 +225,30 @@ class TestVirtualenvInstalls:
         self.check_installed_project(archive, venv, leader, cache)
 
 
+def setuptools_pyproject(name: str, *, packages: tuple[str, ...] = ()) -> str:
+    listed = f"[tool.setuptools]\npackages = {list(packages)!r}\n" if packages else ""
+    return (
+        '[build-system]\nrequires = ["setuptools>=64"]\n'
+        'build-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{name}"\nversion = "2.0"\n{listed}'
+    ).replace("'", '"')
+
+
 EDITABLE_LAYOUTS = {
     "setuptools-src-path-entry": ({
         "src/edpkg/__init__.py": "WHERE = 'src layout'\n",
-        "pyproject.toml": """
-            [build-system]
-            requires = ["setuptools>=64"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "edpkg"
-            version = "2.0"
-            """,
+        "pyproject.toml": setuptools_pyproject("edpkg"),
     }, ()),
     "setuptools-flat-finder": ({
         "edpkg/__init__.py": "WHERE = 'flat layout'\n",
         "edhelpers/__init__.py": "",
-        "pyproject.toml": """
-            [build-system]
-            requires = ["setuptools>=64"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "edpkg"
-            version = "2.0"
-            [tool.setuptools]
-            packages = ["edpkg", "edhelpers"]
-            """,
+        "pyproject.toml": setuptools_pyproject("edpkg", packages=("edpkg", "edhelpers")),
     }, ()),
     "setuptools-strict-link-tree": ({
         "edpkg/__init__.py": "WHERE = 'strict'\n",
         "edhelpers/__init__.py": "",
         ".gitignore": "build/\n",
-        "pyproject.toml": """
-            [build-system]
-            requires = ["setuptools>=64"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "edpkg"
-            version = "2.0"
-            [tool.setuptools]
-            packages = ["edpkg", "edhelpers"]
-            """,
+        "pyproject.toml": setuptools_pyproject("edpkg", packages=("edpkg", "edhelpers")),
     }, ("--config-settings", "editable_mode=strict")),
     "hatchling": ({
         "edpkg/__init__.py": "WHERE = 'hatchling'\n",
