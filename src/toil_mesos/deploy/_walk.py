@@ -89,10 +89,12 @@ class SizeBudget:
     def __init__(self, max_bytes: int, *, hint: str) -> None:
         self.max_bytes = max_bytes
         self.total = 0
-        self.files = 0
         self._hint = hint
-        self._largest: list[tuple[int, str]] = []
-        self._dirs: defaultdict[str, int] = defaultdict(int)
+        self._seen: list[tuple[int, Path]] = []
+
+    @property
+    def files(self) -> int:
+        return len(self._seen)
 
     def add(self, entry: FileEntry) -> None:
         """Count *entry*; raise as soon as the total crosses the limit.
@@ -100,29 +102,27 @@ class SizeBudget:
         :raises BundleError: the limit is crossed; the message lists the largest entries seen.
         """
         self.total += entry.size
-        self.files += 1
-        heapq.heappush(self._largest, (entry.size, str(entry.source)))
-        if len(self._largest) > _LARGEST:
-            heapq.heappop(self._largest)
-        for parent in list(entry.source.parents)[:3]:
-            self._dirs[str(parent)] += entry.size
+        self._seen.append((entry.size, entry.source))
         if self.total > self.max_bytes:
             raise BundleError(self._message())
 
     def _message(self) -> str:
-        biggest = sorted(
-            [(size, path) for size, path in self._largest]
-            + [(size, path + "/") for path, size in self._dirs.items()],
-            reverse=True,
-        )[:_LARGEST]
+        # Only now, on the error path, are directory totals worth computing.
+        directories: defaultdict[str, int] = defaultdict(int)
+        for size, path in self._seen:
+            for parent in list(path.parents)[:3]:
+                directories[f"{parent}/"] += size
+        biggest = heapq.nlargest(
+            _LARGEST,
+            [(size, str(path)) for size, path in self._seen]
+            + [(size, path) for path, size in directories.items()],
+        )
         lines = "\n".join(f"  {human_size(size):>10}  {path}" for size, path in biggest)
         return (
             f"the code to ship is larger than the limit of {human_size(self.max_bytes)} "
             f"(passed it after {self.files} files); the largest entries seen so far:\n{lines}\n"
             f"{self._hint}"
         )
-
-
 
 
 def walk_mount(
@@ -184,7 +184,7 @@ class _Walker:
                 continue
             real = Path(os.path.realpath(path)) if child.is_symlink() else path
             try:
-                st = os.stat(path)
+                st = child.stat()  # follows links; cached by scandir for plain files
             except OSError as exc:
                 self.skipped.append(Skipped(str(path), f"cannot stat: {exc.strerror}"))
                 continue
@@ -226,12 +226,12 @@ class _Walker:
         reason = self.rules.excluded.get(rel) or self.rules.excluded.get(top)
         if reason:
             return reason
-        if child.is_symlink() and not self.rules.follow_links:
+        if child.is_symlink():
             target = Path(os.path.realpath(path))
-            if not is_within(target, self.root):
+            if not self.rules.follow_links and not is_within(target, self.root):
                 return f"a link to {target}, outside the root"
-        if not os.path.exists(path):
-            return "a broken link"
+            if not target.exists():
+                return "a broken link"
         candidate = rel + "/" if is_dir else rel
         if self.rules.patterns is not None and self.rules.patterns.match_file(candidate):
             return "matches an exclude pattern"

@@ -1,7 +1,8 @@
 """Write a bundle: one deterministic, content-addressed archive.
 
 Identical inputs give byte-identical archives: members are sorted, owners, times and modes are
-normalised (only the executable bit survives), and the gzip header carries no name or time. The
+normalised (only the executable bit survives), and the compressed stream depends on nothing but
+the content (see :mod:`toil_mesos.deploy._compression`). The
 archive is named by the sha256 of its bytes, so a worker that has staged a name has the content.
 
 An unchanged rebuild does not read file contents again: ``.build-cache.json`` in the output
@@ -16,7 +17,6 @@ failure (a file that changed while it was read, a full disk) never leaves a part
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import io
 import json
@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from toil_mesos.deploy._compression import compressing_writer
 from toil_mesos.deploy._walk import FileEntry
 from toil_mesos.deploy.manifest import (
     ARCHIVE_SUFFIX,
@@ -47,8 +48,6 @@ logger = logging.getLogger(__name__)
 
 _CACHE_NAME = ".build-cache.json"
 _CACHE_VERSION = 1
-#: gzip level 6 (zlib's default): most of level 9's ratio on source code at a third of its cost.
-COMPRESSLEVEL = 6
 _CHUNK = 1 << 20
 
 
@@ -68,7 +67,7 @@ class Bundle:
 
 
 def build(contents: Contents, out_dir: Path, *, toil_version: str | None = None) -> Bundle:
-    """Write *contents* as ``<out_dir>/<sha256>.tar.gz`` and return it.
+    """Write *contents* as ``<out_dir>/<sha256>.tar.zst`` and return it.
 
     :param toil_version: recorded for the workers' check; defaults to the installed Toil's.
     :raises BundleError: a file vanished or changed while being read, or the output directory
@@ -136,9 +135,9 @@ def _write_archive(
     try:
         with os.fdopen(fd, "wb") as raw:
             hashing = _HashingWriter(raw)
-            with gzip.GzipFile(
-                filename="", mode="wb", fileobj=hashing, compresslevel=COMPRESSLEVEL, mtime=0
-            ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            with compressing_writer(hashing) as compressed, tarfile.open(  # type: ignore[arg-type]
+                fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT
+            ) as tar:
                 tar.addfile(_member(MANIFEST_NAME, len(manifest_bytes), False),
                             io.BytesIO(manifest_bytes))
                 for entry in files:
@@ -221,6 +220,7 @@ class _BuildCache:
         self._files = files
         self._archives = archives
         self._used: dict[str, list[Any]] = {}
+        self._changed = False
 
     @classmethod
     def load(cls, out_dir: Path) -> _BuildCache:
@@ -247,6 +247,7 @@ class _BuildCache:
             raise BundleError(f"cannot read {entry.source}: {exc.strerror}") from None
         record = [list(entry.stat_key), digest.hexdigest()]
         self._used[key] = record
+        self._changed = True
         return str(record[1])
 
     def archive_for(self, manifest_digest: str, out_dir: Path) -> str | None:
@@ -257,9 +258,15 @@ class _BuildCache:
 
     def remember_archive(self, manifest_digest: str, sha256: str) -> None:
         self._archives[manifest_digest] = sha256
+        self._changed = True
 
     def save(self, out_dir: Path) -> None:
-        """Keep the entries this build used (so the cache never grows without bound)."""
+        """Keep the entries this build used (so the cache never grows without bound).
+
+        An unchanged rebuild used exactly what the cache held: nothing to write.
+        """
+        if not self._changed and self._used.keys() == self._files.keys():
+            return
         archives = {
             digest: sha256
             for digest, sha256 in self._archives.items()

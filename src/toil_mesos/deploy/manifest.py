@@ -1,6 +1,6 @@
 """The bundle manifest: what a bundle holds, as versioned JSON.
 
-A bundle is a gzip-compressed tar archive. Its first member is ``manifest.json`` (this module);
+A bundle is a Zstandard-compressed tar archive. Its first member is ``manifest.json`` (this module);
 the others are regular files named ``<root name>/<path inside the root>``, in sorted order. The
 manifest is what a worker reads to know which paths go first on ``sys.path`` and in which order,
 and what the leader's Python and Toil were, so a mismatched worker can refuse the bundle.
@@ -36,7 +36,7 @@ __all__ = [
 FORMAT = "toil-mesos-bundle"
 MANIFEST_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-ARCHIVE_SUFFIX = ".tar.gz"
+ARCHIVE_SUFFIX = ".tar.zst"
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _ROOT_NAME = re.compile(r"r[0-9]+")

@@ -26,13 +26,13 @@ import secrets
 import shutil
 import tarfile
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
+from toil_mesos.deploy._compression import COMPRESSION_ERRORS, decompressing_reader
 from toil_mesos.deploy._units import human_size
 from toil_mesos.deploy.manifest import (
     MANIFEST_NAME,
@@ -381,15 +381,17 @@ class _Extraction:
 
     def _extract(self) -> Manifest:
         try:
-            with tarfile.open(fileobj=self._reader, mode="r|gz") as tar:
+            with decompressing_reader(self._reader) as stream, tarfile.open(  # type: ignore[arg-type]
+                fileobj=stream, mode="r|"
+            ) as tar:
                 manifest = self._read_manifest(tar)
                 free = _free_bytes(self._tmp)
                 if free < manifest.total_bytes:
                     raise _no_room(self._cache, manifest.total_bytes, free)
                 self._extract_members(tar, manifest)
                 actual = self._reader.hexdigest_to_end()
-        except (tarfile.TarError, EOFError, zlib.error) as exc:
-            raise self._fail(f"not a valid gzip-compressed tar archive ({exc})") from None
+        except (tarfile.TarError, EOFError, *COMPRESSION_ERRORS) as exc:
+            raise self._fail(f"not a valid bundle archive: {exc}") from None
         if actual != self._sha256:
             raise BundleError(
                 f"bundle archive {str(self._archive)!r} changed while it was staged (sha256 "

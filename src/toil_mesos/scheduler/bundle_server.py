@@ -1,6 +1,6 @@
 """Serve this workflow's bundles to the Mesos fetchers on the agents.
 
-The server answers exactly one kind of URL, ``/bundles/<secret>/<sha256>.tar.gz``, for bundles
+The server answers exactly one kind of URL, ``/bundles/<secret>/<sha256>.tar.zst``, for bundles
 registered with :meth:`BundleServer.add`, and nothing else: it never maps a URL to a path, so no
 spelling of ``..``, encoded slashes or absolute paths can reach a file. The secret is per workflow
 (a wrong or missing one gets 403), so another workflow or a port scan cannot read the user's code.
@@ -68,7 +68,7 @@ class BundleServer:
         return str(host), int(port)
 
     def add(self, archive: Path) -> str:
-        """Register a bundle archive (named ``<sha256>.tar.gz``); return its sha256."""
+        """Register a bundle archive (named ``<sha256>.tar.zst``); return its sha256."""
         sha256 = archive.name.removesuffix(ARCHIVE_SUFFIX)
         if not is_sha256(sha256) or not archive.name.endswith(ARCHIVE_SUFFIX):
             raise BundleError(f"{archive} is not named <sha256>{ARCHIVE_SUFFIX}")
@@ -135,7 +135,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with stream:
             size = os.fstat(stream.fileno()).st_size
             self.send_response(200)
-            self.send_header("Content-Type", "application/gzip")
+            self.send_header("Content-Type", "application/zstd")
             self.send_header("Content-Length", str(size))
             self.end_headers()
             if send_body:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def archive(tmp_path: Path) -> Path:
     data = bytes(range(256)) * 4096  # 1 MiB
-    path = tmp_path / f"{hashlib.sha256(data).hexdigest()}.tar.gz"
+    path = tmp_path / f"{hashlib.sha256(data).hexdigest()}.tar.zst"
     path.write_bytes(data)
     (tmp_path / "secret.txt").write_text("never served")
     return path
@@ -46,7 +46,7 @@ def request(server: BundleServer, method: str, path: str) -> tuple[int, dict[str
 def test_get_and_head_carry_the_length(server, archive):
     sha = archive.name.split(".")[0]
     url = server.url(sha)
-    assert url == f"http://127.0.0.1:{server.address[1]}/bundles/s3cret/{sha}.tar.gz"
+    assert url == f"http://127.0.0.1:{server.address[1]}/bundles/s3cret/{sha}.tar.zst"
     path = url.split(str(server.address[1]), 1)[1]
     status, headers, body = request(server, "HEAD", path)
     assert (status, headers["Content-Length"], body) == (200, str(archive.stat().st_size), b"")
@@ -58,16 +58,16 @@ def test_get_and_head_carry_the_length(server, archive):
 @pytest.mark.parametrize(
     ("path", "status"),
     [
-        ("/bundles/wrong/{sha}.tar.gz", 403),
-        ("/bundles//{sha}.tar.gz", 403),
-        ("/bundles/s3cret/{other}.tar.gz", 404),
+        ("/bundles/wrong/{sha}.tar.zst", 403),
+        ("/bundles//{sha}.tar.zst", 403),
+        ("/bundles/s3cret/{other}.tar.zst", 404),
         ("/bundles/s3cret/{sha}", 404),
         ("/bundles/s3cret/../secret.txt", 404),
         ("/bundles/s3cret/..%2Fsecret.txt", 404),
         ("/bundles/s3cret/%2e%2e/%2e%2e/etc/passwd", 404),
         ("/bundles/s3cret//etc/passwd", 404),
         ("/etc/passwd", 404),
-        ("/bundles/s3cret/{sha}.tar.gz/extra", 404),
+        ("/bundles/s3cret/{sha}.tar.zst/extra", 404),
         ("/", 404),
     ],
 )
@@ -99,7 +99,7 @@ def test_registering_something_that_is_not_a_bundle_is_refused(server, tmp_path)
     with pytest.raises(BundleError, match="is not named"):
         server.add(tmp_path / "secret.txt")
     with pytest.raises(BundleError, match="does not exist"):
-        server.add(tmp_path / f"{'a' * 64}.tar.gz")
+        server.add(tmp_path / f"{'a' * 64}.tar.zst")
 
 
 def test_a_busy_port_is_a_clear_error(server):

@@ -1,6 +1,6 @@
 """Bundle archives for the staging tests, valid and hostile.
 
-Valid archives follow the builder's exact format (gzip with mtime 0, PAX tar, ``manifest.json``
+Valid archives follow the builder's exact format (its compression, PAX tar, ``manifest.json``
 first, then regular files in sorted order, mode 0644/0755, uid/gid 0, mtime 0), so staging is
 tested without depending on ``build()``. Hostile archives are lists of raw members written with
 ``tarfile`` directly: anything a crafted archive could hold.
@@ -8,7 +8,6 @@ tested without depending on ``build()``. Hostile archives are lists of raw membe
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import tarfile
@@ -17,6 +16,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from toil_mesos.deploy._compression import compressing_writer
 from toil_mesos.deploy.manifest import (
     ARCHIVE_SUFFIX,
     MANIFEST_NAME,
@@ -132,11 +132,11 @@ def write_raw(directory: Path, data: bytes) -> Archive:
 
 
 def write_archive(directory: Path, members: Iterable[Member]) -> Archive:
-    """Write *members* in order, exactly as given, into a gzip-compressed PAX tar."""
+    """Write *members* in order, exactly as given, into a compressed PAX tar."""
     buffer = io.BytesIO()
     with (
-        gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        compressing_writer(buffer) as compressed,
+        tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
     ):
         for info, data in members:
             tar.addfile(info, None if data is None else io.BytesIO(data))

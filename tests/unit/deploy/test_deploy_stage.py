@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import gzip
 import hashlib
 import io
 import json
@@ -47,6 +46,7 @@ from _archives import (
 )
 
 from toil_mesos.deploy import stage as stage_module
+from toil_mesos.deploy._compression import compressing_writer
 from toil_mesos.deploy.manifest import Manifest, RootKind
 from toil_mesos.deploy.stage import CACHE_ENV, StagedBundle, default_cache_dir, stage
 from toil_mesos.errors import BundleError
@@ -266,7 +266,7 @@ def test_malformed_hash_is_refused(bad: str, out: Path, cache: Path) -> None:
 
 def test_wrong_archive_hash_extracts_nothing(out: Path, cache: Path) -> None:
     good = make_bundle(out, BASE)
-    corrupt = out / "download.tar.gz"
+    corrupt = out / "download.tar.zst"
     data = bytearray(good.path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte, as a bad download would have
     corrupt.write_bytes(data)
@@ -287,7 +287,7 @@ def test_wrong_archive_hash_extracts_nothing(out: Path, cache: Path) -> None:
 
 
 def test_missing_archive_is_refused(out: Path, cache: Path) -> None:
-    missing = out / ("0" * 64 + ".tar.gz")
+    missing = out / ("0" * 64 + ".tar.zst")
     with pytest.raises(BundleError, match=r"bundle archive '.*' does not exist"):
         stage(missing, "0" * 64, cache_dir=cache)
     assert_nothing_left(cache, "0" * 64)
@@ -311,7 +311,11 @@ _EVIL_ABSOLUTE = "/tmp/toil-mesos-stage-test-evil.py"
 
 
 def _gz(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)
+    """Compressed as bundles are (the name is kept from when they were gzip)."""
+    buffer = io.BytesIO()
+    with compressing_writer(buffer) as compressed:
+        compressed.write(data)
+    return buffer.getvalue()
 
 
 def _truncated() -> bytes:
@@ -482,16 +486,16 @@ HOSTILE: list[Any] = [
         id="manifest-is-a-link",
     ),
     pytest.param(
-        b"this is not a gzip file at all\n", "not a valid gzip-compressed tar archive", id="garbage"
+        b"this is not a compressed file at all\n", "not a valid bundle archive", id="garbage"
     ),
     pytest.param(
         _gz(b"gzip, but not a tar archive\n" * 40),
-        "not a valid gzip-compressed tar archive",
+        "not a valid bundle archive",
         id="gzip-not-tar",
     ),
-    pytest.param(_gz(b""), "not a valid gzip-compressed tar archive", id="empty-gzip"),
+    pytest.param(_gz(b""), "not a valid bundle archive", id="empty-gzip"),
     pytest.param([], "its first member must be 'manifest.json', found nothing", id="empty-tar"),
-    pytest.param(_truncated(), "not a valid gzip-compressed tar archive", id="truncated"),
+    pytest.param(_truncated(), "not a valid bundle archive", id="truncated"),
 ]
 
 
