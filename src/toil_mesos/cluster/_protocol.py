@@ -69,8 +69,8 @@ atomically writing a JSON file (``--ready-file``), which is what ``cluster up`` 
     ready file: ``{"address": "IP:PORT", "pid": PID}``. Port 0 picks a free port.
 
 ``python -m toil_mesos.cluster.agent --master IP:PORT --host IP --port N --work-dir DIR``
-    ``--ready-file F [--hostname NAME] [--resources "cpus:2;mem:4096;disk:8192;ports:[31000-31099]"]``
-    ``[--attributes "rack:r1;preemptible:true"] [--fetcher-timeout S]``
+    ``--ready-file F [--hostname NAME] [--attributes "rack:r1;preemptible:true"]``
+    ``[--resources "cpus:2;mem:4096;disk:8192;ports:[31000-31099]"] [--fetcher-timeout S]``
     ``[--executor-registration-timeout S] [--executor-shutdown-grace-period S]``;
     ready file, written once the master has answered ``REGISTERED``:
     ``{"id": AGENT_ID, "address": "IP:PORT", "pid": PID}``.
