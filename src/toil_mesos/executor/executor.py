@@ -1,0 +1,327 @@
+"""The toil-mesos executor: one per workflow per agent, running Toil's worker for each task.
+
+For each LAUNCH it reads the task spec (JSON, never evaluated), checks that the leader's Python
+and Toil match its own, stages the workflow's bundle (verified, extracted once per content hash,
+shared by every executor on the agent), and runs the worker command with the staged roots first
+on ``PYTHONPATH``. It reports TASK_RUNNING once the worker has started, then exactly one of
+TASK_FINISHED, TASK_FAILED or TASK_KILLED: each task's lifecycle is a small state machine, so no
+path can report a task twice.
+
+Staging and waiting happen on one thread per task, never on the driver's thread, so a slow
+download or a long job holds back no other event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
+from toil_mesos.deploy.stage import default_cache_dir, stage
+from toil_mesos.errors import BundleError
+from toil_mesos.executor._supervisor import (
+    WorkerExit,
+    WorkerProcess,
+    describe_exit,
+    find_toil_worker,
+    worker_command,
+)
+from toil_mesos.mesos._executor_env import parse_duration
+from toil_mesos.mesos.interface import Executor
+from toil_mesos.task_spec import TaskSpec, TaskSpecError
+
+__all__ = ["BUNDLE_ROOTS_ENV", "TaskPhase", "ToilExecutor", "status_data"]
+
+logger = logging.getLogger(__name__)
+
+#: The staged roots, for processes that a job starts: Toil's worker replaces ``PYTHONPATH`` with
+#: the leader's value for them, but leaves variables the leader did not set alone.
+BUNDLE_ROOTS_ENV = "TOIL_MESOS_BUNDLE_ROOTS"
+
+_DEFAULT_GRACE = 5.0
+
+
+class TaskPhase(enum.Enum):
+    """Where one task is; the terminal phases are reported exactly once."""
+
+    STAGING = "staging"
+    RUNNING = "running"
+    FINISHED = "TASK_FINISHED"
+    FAILED = "TASK_FAILED"
+    KILLED = "TASK_KILLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TaskPhase.FINISHED, TaskPhase.FAILED, TaskPhase.KILLED)
+
+
+#: The only moves a task makes. A kill can come at any time before the end.
+_TRANSITIONS: frozenset[tuple[TaskPhase, TaskPhase]] = frozenset(
+    {
+        (TaskPhase.STAGING, TaskPhase.RUNNING),
+        (TaskPhase.STAGING, TaskPhase.FAILED),
+        (TaskPhase.STAGING, TaskPhase.KILLED),
+        (TaskPhase.RUNNING, TaskPhase.FINISHED),
+        (TaskPhase.RUNNING, TaskPhase.FAILED),
+        (TaskPhase.RUNNING, TaskPhase.KILLED),
+    }
+)
+
+
+def status_data(*, exit_status: int | None, failure: str | None = None) -> str:
+    """The ``TaskStatus.data`` the scheduler reads: the worker's exact exit status, as JSON.
+
+    ``failure`` names what failed before the worker ran (``task-spec``, ``version``,
+    ``staging``, ``worker-start``); None when the worker ran.
+    """
+    document = {"exit_status": exit_status, "failure": failure}
+    return base64.b64encode(json.dumps(document).encode()).decode("ascii")
+
+
+@dataclass(slots=True)
+class _Task:
+    task_id: str
+    phase: TaskPhase = TaskPhase.STAGING
+    worker: WorkerProcess | None = None
+    kill_requested: bool = False
+    thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ToilExecutor(Executor):
+    """The executor's callbacks. Environment, cache and Toil's worker are injectable for tests."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        cache_dir: Path | None = None,
+        toil_worker: Path | None = None,
+        toil_version: str | None = None,
+    ) -> None:
+        self._env = dict(os.environ if env is None else env)
+        self._sandbox = Path(self._env.get("MESOS_SANDBOX") or os.getcwd())
+        self._cache_dir = cache_dir or default_cache_dir()
+        self._toil_worker = toil_worker
+        self._toil_version = toil_version if toil_version is not None else _installed_toil()
+        self._python = "{}.{}".format(*sys.version_info[:2])
+        grace = self._env.get("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD")
+        self._grace = parse_duration(grace) if grace else _DEFAULT_GRACE
+        self._tasks: dict[str, _Task] = {}
+        self._lock = threading.Lock()
+
+    # ---- callbacks (the driver's thread) -----------------------------------------------------
+
+    def launchTask(self, driver: Any, task: Any) -> None:
+        task_id = str(task["task_id"]["value"])
+        record = _Task(task_id)
+        with self._lock:
+            if task_id in self._tasks:
+                logger.error("task %s launched twice; ignoring the second launch", task_id)
+                return
+            self._tasks[task_id] = record
+        record.thread = threading.Thread(
+            target=self._run, args=(driver, record, task), name=f"task-{task_id}", daemon=True
+        )
+        record.thread.start()
+
+    def killTask(self, driver: Any, taskId: Any) -> None:
+        task_id = str(taskId["value"] if isinstance(taskId, Mapping) else taskId)
+        with self._lock:
+            record = self._tasks.get(task_id)
+        if record is None:
+            logger.warning("asked to kill unknown task %s", task_id)
+            return
+        self._request_kill(record)
+
+    def shutdown(self, driver: Any) -> None:
+        """Kill every task and wait (bounded) until each has reported its end."""
+        with self._lock:
+            records = list(self._tasks.values())
+        for record in records:
+            self._request_kill(record)
+        for record in records:
+            if record.thread is not None:
+                record.thread.join(timeout=self._grace + 10)
+
+    # ---- one thread per task -----------------------------------------------------------------
+
+    def _run(self, driver: Any, record: _Task, task: Any) -> None:
+        try:
+            self._run_task(driver, record, task)
+        except Exception as exc:  # a thread's top level: report, never die silently
+            logger.exception("task %s failed inside the executor", record.task_id)
+            self._finish(driver, record, TaskPhase.FAILED, f"executor error: {exc}",
+                         exit_status=None, failure="executor")
+
+    def _run_task(self, driver: Any, record: _Task, task: Any) -> None:
+        try:
+            spec = TaskSpec.from_json(base64.b64decode(str(task.get("data") or ""),
+                                                       validate=True))
+        except (TaskSpecError, binascii.Error, ValueError) as exc:
+            self._finish(driver, record, TaskPhase.FAILED, f"bad task data: {exc}",
+                         exit_status=None, failure="task-spec")
+            return
+        mismatch = self._version_mismatch(spec)
+        if mismatch:
+            self._finish(driver, record, TaskPhase.FAILED, mismatch, exit_status=None,
+                         failure="version")
+            return
+        try:
+            roots = self._stage(spec)
+        except BundleError as exc:
+            self._finish(driver, record, TaskPhase.FAILED, f"cannot stage the bundle: {exc}",
+                         exit_status=None, failure="staging")
+            return
+        worker = self._start_worker(driver, record, spec, roots)
+        if worker is None:
+            return
+        ended = worker.wait()
+        assert ended is not None  # no timeout: wait() returns only when the worker has ended
+        self._report_exit(driver, record, ended)
+
+    def _version_mismatch(self, spec: TaskSpec) -> str | None:
+        if spec.python != self._python:
+            return (
+                f"the leader runs Python {spec.python} but this agent's toil-mesos runs "
+                f"Python {self._python}; use an appliance image with Python {spec.python}"
+            )
+        if spec.toil and self._toil_version and spec.toil != self._toil_version:
+            return (
+                f"the leader runs Toil {spec.toil} but this agent has Toil "
+                f"{self._toil_version}; use the same Toil version on the leader and the agents"
+            )
+        return None
+
+    def _stage(self, spec: TaskSpec) -> tuple[Path, ...]:
+        if spec.bundle_sha256 is None:
+            return ()
+        archive = self._sandbox / f"{spec.bundle_sha256}{ARCHIVE_SUFFIX}"
+        return stage(archive, spec.bundle_sha256, cache_dir=self._cache_dir).roots
+
+    def _start_worker(
+        self, driver: Any, record: _Task, spec: TaskSpec, roots: tuple[Path, ...]
+    ) -> WorkerProcess | None:
+        env = self._worker_env(spec, roots, record.task_id)
+        try:
+            toil_worker = self._toil_worker or find_toil_worker()
+        except FileNotFoundError as exc:
+            self._finish(driver, record, TaskPhase.FAILED, str(exc), exit_status=None,
+                         failure="worker-start")
+            return None
+        logs = self._sandbox / "tasks" / record.task_id
+        logs.mkdir(parents=True, exist_ok=True)
+        with record.lock:
+            if record.kill_requested:
+                self._finish_locked(driver, record, TaskPhase.KILLED, "killed before it started",
+                                    exit_status=None, failure=None)
+                return None
+            try:
+                record.worker = WorkerProcess(
+                    worker_command(spec.command, toil_worker), env=env, cwd=logs,
+                    stdout=logs / "stdout", stderr=logs / "stderr",
+                )
+            except OSError as exc:
+                self._finish_locked(driver, record, TaskPhase.FAILED,
+                                    f"cannot start the worker: {exc}", exit_status=None,
+                                    failure="worker-start")
+                return None
+            self._move(record, TaskPhase.RUNNING)
+            driver.sendStatusUpdate(self._status(record, "TASK_RUNNING"))
+            return record.worker
+
+    def _worker_env(self, spec: TaskSpec, roots: tuple[Path, ...], task_id: str) -> dict[str, str]:
+        env = dict(self._env)
+        env.update(spec.environment)
+        staged = os.pathsep.join(str(r) for r in roots)
+        if staged:
+            existing = env.get("PYTHONPATH")
+            env["PYTHONPATH"] = staged + (os.pathsep + existing if existing else "")
+            env[BUNDLE_ROOTS_ENV] = staged
+        # Agent-local scratch: the job store may be shared, temporary directories never are.
+        scratch = self._sandbox / "toil"
+        for name, sub in (("TMPDIR", "tmp"), ("TOIL_WORKDIR", "work"),
+                          ("TOIL_COORDINATION_DIR", "coordination")):
+            path = scratch / sub
+            path.mkdir(parents=True, exist_ok=True)
+            env[name] = str(path)
+        env["TOIL_MESOS_TASK_ID"] = task_id
+        return env
+
+    def _report_exit(self, driver: Any, record: _Task, ended: WorkerExit) -> None:
+        with record.lock:
+            if record.kill_requested:
+                self._finish_locked(driver, record, TaskPhase.KILLED, "killed",
+                                    exit_status=ended.status, failure=None)
+            elif ended.succeeded:
+                self._finish_locked(driver, record, TaskPhase.FINISHED, "worker exited with 0",
+                                    exit_status=0, failure=None)
+            else:
+                self._finish_locked(driver, record, TaskPhase.FAILED,
+                                    describe_exit(ended.status, ended.stderr_tail),
+                                    exit_status=ended.status, failure=None)
+
+    def _request_kill(self, record: _Task) -> None:
+        with record.lock:
+            if record.phase.terminal or record.kill_requested:
+                return
+            record.kill_requested = True
+            worker = record.worker
+        if worker is not None:
+            # Off the driver's thread: stopping waits up to the grace period.
+            threading.Thread(target=worker.stop, args=(self._grace,),
+                             name=f"kill-{record.task_id}", daemon=True).start()
+
+    # ---- reporting ---------------------------------------------------------------------------
+
+    def _finish(self, driver: Any, record: _Task, phase: TaskPhase, message: str, *,
+                exit_status: int | None, failure: str | None) -> None:
+        with record.lock:
+            if record.kill_requested and not record.phase.terminal:
+                phase, message = TaskPhase.KILLED, "killed"
+            self._finish_locked(driver, record, phase, message, exit_status=exit_status,
+                                failure=failure)
+
+    def _finish_locked(self, driver: Any, record: _Task, phase: TaskPhase, message: str, *,
+                       exit_status: int | None, failure: str | None) -> None:
+        if record.phase.terminal:
+            logger.debug("task %s already ended as %s", record.task_id, record.phase.value)
+            return
+        self._move(record, phase)
+        level = logging.INFO if phase is TaskPhase.FINISHED else logging.WARNING
+        logger.log(level, "task %s: %s (%s)", record.task_id, phase.value, message)
+        status = self._status(record, phase.value)
+        status["message"] = message
+        status["data"] = status_data(exit_status=exit_status, failure=failure)
+        driver.sendStatusUpdate(status)
+
+    @staticmethod
+    def _move(record: _Task, phase: TaskPhase) -> None:
+        if (record.phase, phase) not in _TRANSITIONS:
+            raise RuntimeError(f"task {record.task_id}: {record.phase} -> {phase} is not allowed")
+        record.phase = phase
+
+    def _status(self, record: _Task, state: str) -> dict[str, Any]:
+        status: dict[str, Any] = {"task_id": {"value": record.task_id}, "state": state}
+        executor_id = self._env.get("MESOS_EXECUTOR_ID")
+        if executor_id:
+            status["executor_id"] = {"value": executor_id}
+        return status
+
+
+def _installed_toil() -> str | None:
+    try:
+        return metadata.version("toil")
+    except metadata.PackageNotFoundError:
+        return None

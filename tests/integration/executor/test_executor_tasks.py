@@ -1,0 +1,211 @@
+"""The executor's task lifecycle with real bundles and real worker processes.
+
+The driver is a recorder: what matters here is which updates the executor sends, in which order,
+with which exit statuses, and that no task is ever reported twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import toil_mesos.executor.executor as executor_module
+from toil_mesos.deploy import build, find_module, locate, scan
+from toil_mesos.deploy._environment import PythonEnvironment
+from toil_mesos.executor.executor import BUNDLE_ROOTS_ENV, ToilExecutor
+from toil_mesos.task_spec import TaskSpec
+
+pytestmark = pytest.mark.integration
+
+PYTHON = "{}.{}".format(*sys.version_info[:2])
+
+
+class RecordingDriver:
+    def __init__(self) -> None:
+        self.updates: list[dict[str, Any]] = []
+        self.changed = threading.Condition()
+
+    def sendStatusUpdate(self, status: dict[str, Any]) -> dict[str, Any]:
+        with self.changed:
+            self.updates.append(status)
+            self.changed.notify_all()
+        return status
+
+    def states(self, task_id: str) -> list[str]:
+        return [u["state"] for u in self.updates if u["task_id"]["value"] == task_id]
+
+    def wait_for(self, task_id: str, state: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for update in self.updates:
+                    if update["task_id"]["value"] == task_id and update["state"] == state:
+                        return update
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"{task_id} never reached {state}: {self.updates}")
+                self.changed.wait(remaining)
+
+
+def data_of(update: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(base64.b64decode(update["data"]))
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> tuple[str, Path]:
+    """A real bundle of a small package, and the sandbox the fetcher left it in."""
+    project = tmp_path / "leader" / "proj"
+    (project / "workflow").mkdir(parents=True)
+    (project / "workflow" / "__init__.py").write_text("")
+    (project / "workflow" / "main.py").write_text("ANSWER = 42\n")
+    env0 = PythonEnvironment.current()
+    env = PythonEnvironment(sys_path=(str(project),), venv_site_packages=(),
+                            base_paths=env0.base_paths, user_site=None)
+    contents = scan(locate(find_module("workflow.main", [str(project)]), environment=env))
+    built = build(contents, tmp_path / "bundles")
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    shutil.copy(built.path, sandbox / built.path.name)
+    shutil.rmtree(tmp_path / "leader")  # the worker can only get the code from the bundle
+    return built.sha256, sandbox
+
+
+def make_executor(sandbox: Path, tmp_path: Path, **kwargs: Any) -> ToilExecutor:
+    env = {"PATH": "/usr/bin:/bin", "MESOS_SANDBOX": str(sandbox), "MESOS_EXECUTOR_ID": "ex1",
+           "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "1secs"}
+    return ToilExecutor(env=env, cache_dir=tmp_path / "cache", toil_version="9.6.0", **kwargs)
+
+
+def task(task_id: str, command: str, sha256: str | None, **spec: Any) -> dict[str, Any]:
+    fields = {"python": PYTHON, "toil": "9.6.0", **spec}
+    data = TaskSpec(job_id=1, command=command, bundle_sha256=sha256, **fields).to_json()
+    return {"task_id": {"value": task_id}, "data": base64.b64encode(data).decode()}
+
+
+def test_a_job_runs_with_the_bundle_first_on_its_path(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    out = tmp_path / "seen.json"
+    probe = (f"{sys.executable} -c 'import json, os, workflow.main as m; "
+             f"json.dump([m.ANSWER, m.__file__, os.environ[\"{BUNDLE_ROOTS_ENV}\"], "
+             f"os.environ[\"TMPDIR\"], os.environ[\"JOBVAR\"]], open(\"{out}\", \"w\"))'")
+    executor = make_executor(sandbox, tmp_path)
+    executor.launchTask(driver, task("t1", probe, sha256, environment={"JOBVAR": "x"}))
+    finished = driver.wait_for("t1", "TASK_FINISHED")
+    assert driver.states("t1") == ["TASK_RUNNING", "TASK_FINISHED"]
+    assert data_of(finished) == {"exit_status": 0, "failure": None}
+    answer, module_file, roots, tmpdir, jobvar = json.loads(out.read_text())
+    assert answer == 42 and jobvar == "x"
+    assert module_file.startswith(str(tmp_path / "cache" / sha256))
+    assert roots == str(tmp_path / "cache" / sha256 / "r0")
+    assert tmpdir.startswith(str(sandbox))
+    assert finished["executor_id"] == {"value": "ex1"}
+
+
+def test_the_exact_exit_status_and_stderr_tail_are_reported(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path)
+    executor.launchTask(driver, task("t2", "echo 'no such job' >&2; exit 3", sha256))
+    failed = driver.wait_for("t2", "TASK_FAILED")
+    assert driver.states("t2") == ["TASK_RUNNING", "TASK_FAILED"]
+    assert data_of(failed) == {"exit_status": 3, "failure": None}
+    assert failed["message"] == "the worker exited with status 3: no such job"
+
+
+def test_kill_stops_the_worker_and_reports_killed_once(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path)
+    executor.launchTask(driver, task("t3", "trap '' TERM; sleep 300", sha256))
+    driver.wait_for("t3", "TASK_RUNNING")
+    executor.killTask(driver, {"value": "t3"})
+    executor.killTask(driver, {"value": "t3"})  # a second kill changes nothing
+    driver.wait_for("t3", "TASK_KILLED", timeout=30)
+    executor.shutdown(driver)
+    assert driver.states("t3") == ["TASK_RUNNING", "TASK_KILLED"]
+
+
+def test_shutdown_kills_every_task(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path)
+    for name in ("a", "b"):
+        executor.launchTask(driver, task(name, "sleep 300", sha256))
+    for name in ("a", "b"):
+        driver.wait_for(name, "TASK_RUNNING")
+    executor.shutdown(driver)
+    assert {n: driver.states(n) for n in ("a", "b")} == {
+        "a": ["TASK_RUNNING", "TASK_KILLED"], "b": ["TASK_RUNNING", "TASK_KILLED"]}
+
+
+def test_a_bundle_whose_bytes_do_not_match_runs_nothing(bundle, tmp_path):
+    sha256, sandbox = bundle
+    archive = next(sandbox.glob("*.tar.zst"))
+    archive.write_bytes(archive.read_bytes()[:-10] + b"0123456789")
+    marker = tmp_path / "ran"
+    driver = RecordingDriver()
+    make_executor(sandbox, tmp_path).launchTask(driver, task("t4", f"touch {marker}", sha256))
+    failed = driver.wait_for("t4", "TASK_FAILED")
+    assert driver.states("t4") == ["TASK_FAILED"]
+    assert "cannot stage the bundle" in failed["message"] and "expected " + sha256 in failed[
+        "message"]
+    assert data_of(failed) == {"exit_status": None, "failure": "staging"}
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "failure", "text"),
+    [
+        ({"python": "3.9"}, "version", "the leader runs Python 3.9"),
+        ({"toil": "8.0.0"}, "version", "the leader runs Toil 8.0.0"),
+    ],
+)
+def test_version_mismatch_fails_the_task_with_the_fix(bundle, tmp_path, spec, failure, text):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    make_executor(sandbox, tmp_path).launchTask(driver, task("t5", "true", sha256, **spec))
+    failed = driver.wait_for("t5", "TASK_FAILED")
+    assert text in failed["message"] and data_of(failed)["failure"] == failure
+
+
+@pytest.mark.parametrize("data", ["not base64!", base64.b64encode(b"\x80\x04pickle").decode()])
+def test_malformed_task_data_is_refused_without_running_anything(tmp_path, data):
+    driver = RecordingDriver()
+    executor = make_executor(tmp_path, tmp_path)
+    executor.launchTask(driver, {"task_id": {"value": "t6"}, "data": data})
+    failed = driver.wait_for("t6", "TASK_FAILED")
+    assert failed["message"].startswith("bad task data")
+    assert data_of(failed) == {"exit_status": None, "failure": "task-spec"}
+
+
+def test_a_task_killed_while_staging_never_starts(bundle, tmp_path, monkeypatch):
+    sha256, sandbox = bundle
+    staging = threading.Event()
+    release = threading.Event()
+    real_stage = executor_module.stage
+
+    def slow_stage(*args: Any, **kwargs: Any) -> Any:
+        staging.set()
+        release.wait(30)
+        return real_stage(*args, **kwargs)
+
+    monkeypatch.setattr(executor_module, "stage", slow_stage)
+    marker = tmp_path / "ran"
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path)
+    executor.launchTask(driver, task("t7", f"touch {marker}", sha256))
+    assert staging.wait(30)
+    executor.killTask(driver, {"value": "t7"})
+    release.set()
+    driver.wait_for("t7", "TASK_KILLED")
+    executor.shutdown(driver)
+    assert driver.states("t7") == ["TASK_KILLED"] and not marker.exists()
