@@ -1,0 +1,117 @@
+"""Build the Mesos TaskInfo for one job: the executor with the bundle, and the JSON task spec.
+
+Every task of a workflow on an agent names the same executor, with identical content (Mesos
+refuses a task whose ExecutorInfo differs from the running one with the same id), so one
+executor runs many tasks and fetches the bundle once. The executor id includes the bundle's
+hash: a restarted workflow with changed code gets new executors, never a stale one.
+
+The executor asks for no resources of its own, so a 2-core agent runs two 1-core jobs; the
+tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores as given.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
+from toil_mesos.scheduler._matching import JobRequest, mib
+from toil_mesos.task_spec import TaskSpec
+
+__all__ = ["executor_id_for", "executor_info", "task_info"]
+
+
+def executor_id_for(workflow_id: str, bundle_sha256: str | None) -> str:
+    """One executor id per workflow and bundle.
+
+    >>> executor_id_for("wf1", "ab" * 32)
+    'toil-wf1-abababababab'
+    """
+    return f"toil-{workflow_id}-{(bundle_sha256 or 'nobundle')[:12]}"
+
+
+def executor_info(
+    *,
+    executor_id: str,
+    framework_id: str | None,
+    command: Sequence[str],
+    bundle_url: str | None,
+    bundle_sha256: str | None,
+    environment: Mapping[str, str],
+    name: str = "toil-mesos executor",
+) -> dict[str, Any]:
+    """The ExecutorInfo every task of this workflow carries (identical for one executor id)."""
+    command_info: dict[str, Any] = {
+        "shell": True,
+        "value": " ".join(shlex.quote(part) for part in command),
+        "environment": {
+            "variables": [{"name": k, "value": v} for k, v in sorted(environment.items())]
+        },
+    }
+    if bundle_url is not None and bundle_sha256 is not None:
+        command_info["uris"] = [
+            {
+                "value": bundle_url,
+                "cache": True,
+                "extract": False,
+                "executable": False,
+                "output_file": f"{bundle_sha256}{ARCHIVE_SUFFIX}",
+            }
+        ]
+    info: dict[str, Any] = {
+        "executor_id": {"value": executor_id},
+        "type": "CUSTOM",
+        "name": name,
+        "command": command_info,
+    }
+    if framework_id is not None:
+        info["framework_id"] = {"value": framework_id}
+    return info
+
+
+def task_info(
+    *,
+    job: JobRequest,
+    name: str,
+    task_id: str,
+    offer: Mapping[str, Any],
+    executor: Mapping[str, Any],
+    spec: TaskSpec,
+) -> dict[str, Any]:
+    """The TaskInfo launching *job* on the agent of *offer*."""
+    allocation = _allocation_info(offer)
+    resources = []
+    for resource_name, value in (
+        ("cpus", float(job.cores)),
+        ("mem", float(mib(job.memory))),
+        ("disk", float(mib(job.disk))),
+    ):
+        resource: dict[str, Any] = {
+            "name": resource_name,
+            "type": "SCALAR",
+            "scalar": {"value": value},
+        }
+        if allocation is not None:
+            resource["allocation_info"] = allocation
+        resources.append(resource)
+    return {
+        "name": name,
+        "task_id": {"value": task_id},
+        "agent_id": dict(offer["agent_id"]),
+        "resources": resources,
+        "executor": dict(executor),
+        "data": base64.b64encode(spec.to_json()).decode("ascii"),
+    }
+
+
+def _allocation_info(offer: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The offer's allocation info, which tasks must repeat when the framework uses roles."""
+    info = offer.get("allocation_info")
+    if info:
+        return dict(info)
+    for resource in offer.get("resources") or ():
+        if resource.get("allocation_info"):
+            return dict(resource["allocation_info"])
+    return None
