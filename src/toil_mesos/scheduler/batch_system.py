@@ -1,0 +1,664 @@
+"""``--batchSystem=mesos``: Toil's batch system interface on the Mesos v1 scheduler API.
+
+Toil calls :meth:`issueBatchJob` from its own thread; the Mesos driver calls our scheduler
+callbacks from the driver's thread. One lock guards the job table both sides touch, and finished
+jobs reach Toil through a queue, so :meth:`getUpdatedBatchJob` blocks without polling. A job leaves
+the table the moment its end is known (a terminal update, an agent lost, a kill), which is what
+makes every job reported exactly once: a later update for it finds nothing to report.
+
+This batch system ships the workflow's code itself (:mod:`toil_mesos.deploy`), so
+:meth:`supportsAutoDeployment` is False and Toil does not zip the code into the job store again.
+The bundle is built before the first job is issued, served by a :class:`BundleServer` on the
+leader, and fetched by each agent once per executor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import queue
+import secrets
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from toil.batchSystems.abstractBatchSystem import (
+    EXIT_STATUS_UNAVAILABLE_VALUE,
+    AbstractScalableBatchSystem,
+    BatchJobExitReason,
+    NodeInfo,
+    UpdatedBatchJobInfo,
+)
+from toil.batchSystems.cleanup_support import BatchSystemCleanupSupport
+
+from toil_mesos.deploy import UserModule, build, check_native, locate, scan, user_module_of
+from toil_mesos.deploy._environment import PythonEnvironment
+from toil_mesos.deploy.scan import Contents
+from toil_mesos.errors import BundleError, MesosError
+from toil_mesos.mesos.driver import SchedulerDriver
+from toil_mesos.mesos.interface import Scheduler
+from toil_mesos.scheduler import options as mesos_options
+from toil_mesos.scheduler._matching import (
+    Capacity,
+    JobRequest,
+    could_ever_fit,
+    offer_capacity,
+    place_jobs,
+)
+from toil_mesos.scheduler._tasks import executor_id_for, executor_info, task_info
+from toil_mesos.scheduler.bundle_server import BundleServer
+from toil_mesos.task_spec import TaskSpec
+
+__all__ = ["MesosBatchSystem", "exit_of"]
+
+logger = logging.getLogger(__name__)
+
+#: Task states after which Mesos runs nothing more for the task.
+_TERMINAL = frozenset(
+    {
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_LOST",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+        "TASK_UNREACHABLE",
+        "TASK_UNKNOWN",
+    }
+)
+_LOST = frozenset(
+    {"TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE",
+     "TASK_UNKNOWN"}
+)
+#: How long an idle framework asks the master not to re-offer a declined agent.
+_DECLINE_IDLE_SECONDS = 30.0
+_DECLINE_BUSY_SECONDS = 2.0
+_KILL_WAIT_SECONDS = 60.0
+
+
+def exit_of(status: Mapping[str, Any]) -> tuple[int, BatchJobExitReason]:
+    """Toil's exit status and reason for a terminal TaskStatus.
+
+    The executor puts the worker's exact exit status in ``data``; anything the master or agent
+    decided (a lost agent, a dead executor, an invalid task) has no exit status.
+    """
+    state = str(status.get("state"))
+    reason = str(status.get("reason") or "")
+    if state == "TASK_FINISHED":
+        return 0, BatchJobExitReason.FINISHED
+    if state in _LOST or reason in ("REASON_EXECUTOR_TERMINATED", "REASON_AGENT_REMOVED",
+                                    "REASON_AGENT_RESTARTED"):
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST
+    if state == "TASK_KILLED":
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.KILLED
+    if state == "TASK_ERROR":
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.ERROR
+    exit_status = _reported_exit_status(status.get("data"))
+    if exit_status is None:
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.FAILED
+    if exit_status < 0:  # killed by a signal, as a shell reports it
+        exit_status = 128 - exit_status
+    return exit_status, BatchJobExitReason.FAILED
+
+
+def _reported_exit_status(data: Any) -> int | None:
+    if not data:
+        return None
+    try:
+        document = json.loads(base64.b64decode(str(data), validate=True))
+    except (binascii.Error, ValueError):
+        return None
+    value = document.get("exit_status") if isinstance(document, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(slots=True)
+class _Job:
+    job_id: int
+    request: JobRequest
+    command: str
+    environment: dict[str, str]
+    name: str
+    task_id: str | None = None
+    agent_id: str | None = None
+    hostname: str | None = None
+    started: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Deployment:
+    """What ships for this workflow: the bundle (None when nothing ships) and its contents."""
+
+    sha256: str | None
+    url: str | None
+    contents: Contents | None
+
+
+class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
+    """Toil's batch system for Mesos, with auto-deployment done by toil-mesos."""
+
+    @classmethod
+    def supportsAutoDeployment(cls) -> bool:
+        # We ship the code ourselves; Toil's own path would zip it again into the job store.
+        return False
+
+    @classmethod
+    def add_options(cls, parser: Any) -> None:
+        mesos_options.add_options(parser)
+
+    @classmethod
+    def setOptions(cls, setOption: Any) -> None:
+        mesos_options.set_options(setOption)
+
+    def __init__(
+        self,
+        config: Any,
+        maxCores: float,
+        maxMemory: int,
+        maxDisk: int,
+        *,
+        driver_factory: Any = None,
+        bundle_dir: Path | None = None,
+        environment: PythonEnvironment | None = None,
+    ) -> None:
+        super().__init__(config, maxCores, maxMemory, maxDisk)
+        self._options = mesos_options.MesosOptions.from_config(config)
+        self._auto_deploy = not _truthy(getattr(config, "disableAutoDeployment", False))
+        self._bundle_dir = bundle_dir or _default_bundle_dir()
+        self._python_environment = environment
+        self._lock = threading.RLock()
+        self._ended = threading.Condition(self._lock)
+        # None wakes getUpdatedBatchJob when the driver fails, so the failure surfaces at once.
+        self._updates: queue.Queue[UpdatedBatchJobInfo | None] = queue.Queue()
+        self._jobs: dict[int, _Job] = {}
+        self._queued: list[int] = []
+        self._tasks: dict[str, int] = {}
+        self._killing: set[str] = set()
+        self._agents: dict[str, Capacity] = {}
+        self._hostnames: dict[str, str] = {}
+        self._ignored: set[str] = set()
+        self._suppressed = False
+        self._fatal: BaseException | None = None
+        self._deployment: _Deployment | None = None
+        self._bundle_server: BundleServer | None = None
+        self._framework_id: str | None = self._options.framework_id
+        self._task_prefix = f"toil-{secrets.token_hex(4)}"
+        _hide_toils_auto_deployment_warning()
+        framework: dict[str, Any] = {
+            "user": self._options.user,
+            "name": self._options.name,
+            "failover_timeout": 300.0,
+            "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"}],
+            "roles": [self._options.role or "*"],
+        }
+        if self._framework_id:
+            framework["id"] = {"value": self._framework_id}
+        factory = driver_factory or SchedulerDriver
+        self._driver = factory(_Callbacks(self), framework, self._options.endpoint)
+        try:
+            self._driver.start()
+        except BaseException:
+            self._close_server()
+            raise
+
+    # ---- Toil's interface ----------------------------------------------------------------------
+
+    def issueBatchJob(
+        self,
+        command: str,
+        job_desc: Any,
+        job_environment: Mapping[str, str] | None = None,
+    ) -> int:
+        self._check_fatal()
+        self.check_resource_request(job_desc)
+        local = self.handleLocalJob(command, job_desc)
+        if local is not None:
+            return int(local)
+        deployment = self._deploy(job_desc)
+        uncovered = self._uncovered_module(job_desc, deployment)
+        job_id = int(self.getNextJobID())
+        request = JobRequest(
+            job_id=job_id,
+            cores=float(job_desc.cores),
+            memory=int(job_desc.memory),
+            disk=int(job_desc.disk),
+            preemptible=bool(job_desc.preemptible),
+        )
+        environment = {**self.environment, **(job_environment or {})}
+        job = _Job(job_id, request, command, environment, str(job_desc.jobName))
+        with self._lock:
+            self._jobs[job_id] = job
+            if uncovered is not None:
+                self._report(job, 1, BatchJobExitReason.ERROR, uncovered)
+                return job_id
+            unfit = self._never_fits(request)
+            if unfit is not None:
+                self._report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.ERROR, unfit)
+                return job_id
+            self._queued.append(job_id)
+            if self._suppressed:
+                self._suppressed = False
+                self._driver.reviveOffers()
+        logger.debug("issued job %d (%s): %s", job_id, job.name, command)
+        return job_id
+
+    def killBatchJobs(self, jobIDs: list[int]) -> None:
+        self.killLocalJobs(jobIDs)
+        deadline = time.monotonic() + _KILL_WAIT_SECONDS
+        waiting: list[str] = []
+        with self._lock:
+            for job_id in jobIDs:
+                job = self._jobs.pop(job_id, None)
+                if job is None:
+                    continue
+                if job_id in self._queued:
+                    self._queued.remove(job_id)
+                if job.task_id is not None:
+                    self._killing.add(job.task_id)
+                    waiting.append(job.task_id)
+                    self._driver.killTask({"value": job.task_id},
+                                          {"value": job.agent_id} if job.agent_id else None)
+            # A bounded wait for the tasks to end, so Toil may reissue without overlap.
+            while any(t in self._killing for t in waiting):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning("tasks %s did not confirm their kill within %.0f s",
+                                   [t for t in waiting if t in self._killing], _KILL_WAIT_SECONDS)
+                    break
+                self._ended.wait(remaining)
+
+    def getIssuedBatchJobIDs(self) -> list[int]:
+        with self._lock:
+            return [*self._jobs, *self.getIssuedLocalJobIDs()]
+
+    def getRunningBatchJobIDs(self) -> dict[int, float]:
+        now = time.monotonic()
+        with self._lock:
+            running = {j.job_id: now - j.started for j in self._jobs.values() if j.started}
+        running.update(self.getRunningLocalJobIDs())
+        return running
+
+    def getUpdatedBatchJob(self, maxWait: int) -> UpdatedBatchJobInfo | None:
+        self._check_fatal()
+        local = self.getUpdatedLocalJob(0)
+        if local is not None:
+            return local
+        try:
+            update = self._updates.get(timeout=maxWait)
+        except queue.Empty:
+            return None
+        self._check_fatal()
+        return update
+
+    def shutdown(self) -> None:
+        """Tear the framework down (its executors stop) and release the server and threads."""
+        self.shutdownLocal()
+        try:
+            self._driver.stop(failover=False)
+            self._driver.join(timeout=30)
+        except MesosError as exc:
+            logger.warning("the Mesos driver ended with an error: %s", exc)
+        finally:
+            self._close_server()
+
+    def getNodes(self, preemptible: bool | None = None, timeout: int = 600) -> dict[str, NodeInfo]:
+        with self._lock:
+            nodes = {}
+            for agent_id, capacity in self._agents.items():
+                if preemptible is not None and capacity.preemptible != preemptible:
+                    continue
+                jobs = [j for j in self._jobs.values() if j.agent_id == agent_id]
+                nodes[self._hostnames.get(agent_id, agent_id)] = NodeInfo(
+                    coresUsed=sum(j.request.cores for j in jobs) / max(capacity.millicores / 1000,
+                                                                      1e-9),
+                    memoryUsed=sum(j.request.memory for j in jobs)
+                    / max(capacity.mem_mib * 1024 * 1024, 1),
+                    coresTotal=capacity.millicores / 1000,
+                    memoryTotal=capacity.mem_mib * 1024 * 1024,
+                    requestedCores=sum(j.request.cores for j in jobs),
+                    requestedMemory=sum(j.request.memory for j in jobs),
+                    workers=len(jobs),
+                )
+            return nodes
+
+    def nodeInUse(self, nodeIP: str) -> bool:
+        with self._lock:
+            return any(j.hostname == nodeIP for j in self._jobs.values())
+
+    def ignoreNode(self, nodeAddress: str) -> None:
+        with self._lock:
+            self._ignored.add(nodeAddress)
+
+    def unignoreNode(self, nodeAddress: str) -> None:
+        with self._lock:
+            self._ignored.discard(nodeAddress)
+
+    # ---- deployment ----------------------------------------------------------------------------
+
+    def _deploy(self, job_desc: Any) -> _Deployment:
+        """Build and serve the bundle once, before the first job; a failure stops the workflow."""
+        with self._lock:
+            if self._deployment is not None:
+                return self._deployment
+            if not self._auto_deploy:
+                logger.info("auto-deployment is disabled: the workflow's code must already be "
+                            "importable on every agent")
+                self._deployment = _Deployment(None, None, None)
+                return self._deployment
+            module = user_module_of(sys.modules["__main__"]) or _module_of(job_desc)
+            try:
+                plan = locate(module, environment=self._python_environment,
+                              options=self._options.deploy)
+                contents = scan(plan, self._options.deploy)
+                check_native(contents, self._options.deploy.native,
+                             option="--mesosNativeCode")
+                if not contents.files:
+                    self._deployment = _Deployment(None, None, contents)
+                    logger.info("nothing to ship: the workflow's code comes with the agents")
+                    return self._deployment
+                bundle = build(contents, self._bundle_dir)
+            except BundleError as exc:
+                raise BundleError(
+                    f"{exc}\nNo job of this workflow has run. Fix the problem, then run the "
+                    "same command with --restart (the job store is kept), or `toil clean` the "
+                    "job store and run it again."
+                ) from None
+            host, port = self._bundle_endpoint()
+            self._bundle_server = BundleServer(host, port)
+            self._bundle_server.add(bundle.path)
+            url = self._bundle_server.url(bundle.sha256, host=self._advertised_host(host))
+            logger.info(
+                "shipping the workflow's code to the agents: bundle %s (%d roots, %d files, "
+                "%d bytes) from %s",
+                bundle.sha256[:12], len(contents.roots), len(contents.files),
+                contents.total_bytes, url.split("/bundles/")[0],
+            )
+            self._deployment = _Deployment(bundle.sha256, url, contents)
+            return self._deployment
+
+    def _uncovered_module(self, job_desc: Any, deployment: _Deployment) -> str | None:
+        module = _module_of(job_desc)
+        if module is None or deployment.contents is None or deployment.contents.ships(
+            module.file
+        ):
+            return None
+        if not deployment.contents.files and deployment.sha256 is None:
+            return None
+        return (f"the job's module {module.name!r} ({module.file}) is not in the workflow's "
+                "bundle; run the workflow so that every job's module ships with it")
+
+    def _bundle_endpoint(self) -> tuple[str, int]:
+        address = self._options.bundle_address
+        if address:
+            _, _, port = address.rpartition(":") if ":" in address else (address, "", "0")
+            return "0.0.0.0", int(port or 0)
+        return _route_to(self._options.endpoint), 0
+
+    def _advertised_host(self, bound: str) -> str:
+        address = self._options.bundle_address
+        if address:
+            return address.rpartition(":")[0] if ":" in address else address
+        return bound
+
+    def _close_server(self) -> None:
+        if self._bundle_server is not None:
+            self._bundle_server.close()
+            self._bundle_server = None
+
+    # ---- scheduler callbacks (the driver's thread) ----------------------------------------------
+
+    def _registered(self, framework_id: str) -> None:
+        with self._lock:
+            self._framework_id = framework_id
+        logger.info("registered with the Mesos master at %s as framework %s",
+                    self._options.endpoint, framework_id)
+
+    def _offers(self, driver: Any, offers: list[Any]) -> None:
+        with self._lock:
+            usable = []
+            for offer in offers:
+                agent_id = str(offer["agent_id"]["value"])
+                self._hostnames[agent_id] = str(offer.get("hostname") or agent_id)
+                if not any(j.agent_id == agent_id for j in self._jobs.values()):
+                    self._agents[agent_id] = offer_capacity(offer)  # an idle agent: all of it
+                if self._hostnames[agent_id] in self._ignored:
+                    driver.declineOffer([offer["id"]], {"refuse_seconds": _DECLINE_BUSY_SECONDS})
+                else:
+                    usable.append(offer)
+            queued = [self._jobs[i].request for i in self._queued]
+            placement = place_jobs(usable, queued)
+            for index, jobs in placement.launches.items():
+                self._launch(driver, usable[index], jobs)
+            idle = not self._queued
+            for index in placement.unused:
+                driver.declineOffer(
+                    [usable[index]["id"]],
+                    {"refuse_seconds": _DECLINE_IDLE_SECONDS if idle else _DECLINE_BUSY_SECONDS},
+                )
+            for job in placement.unplaced:
+                reason = self._never_fits(job)
+                if reason is not None:
+                    self._queued.remove(job.job_id)
+                    self._report(self._jobs[job.job_id], EXIT_STATUS_UNAVAILABLE_VALUE,
+                                 BatchJobExitReason.ERROR, reason)
+            if not self._queued and not self._suppressed:
+                self._suppressed = True
+                driver.suppressOffers()
+
+    def _launch(self, driver: Any, offer: Any, jobs: Sequence[JobRequest]) -> None:
+        deployment = self._deployment or _Deployment(None, None, None)
+        executor = executor_info(
+            executor_id=executor_id_for(self._task_prefix, deployment.sha256),
+            framework_id=self._framework_id,
+            command=shlex.split(self._options.executor),
+            bundle_url=deployment.url,
+            bundle_sha256=deployment.sha256,
+            environment={"PYTHONUNBUFFERED": "1"},
+        )
+        tasks = []
+        for request in jobs:
+            job = self._jobs[request.job_id]
+            task_id = f"{self._task_prefix}-{job.job_id}"
+            spec = TaskSpec(
+                job_id=job.job_id,
+                command=job.command,
+                environment=job.environment,
+                bundle_sha256=deployment.sha256,
+                python="{}.{}".format(*sys.version_info[:2]),
+                toil=_installed_toil(),
+            )
+            tasks.append(task_info(job=request, name=job.name, task_id=task_id, offer=offer,
+                                   executor=executor, spec=spec))
+            job.task_id = task_id
+            job.agent_id = str(offer["agent_id"]["value"])
+            job.hostname = str(offer.get("hostname") or job.agent_id)
+            self._tasks[task_id] = job.job_id
+            self._queued.remove(job.job_id)
+        driver.launchTasks([offer["id"]], tasks)
+        logger.debug("launched %d tasks on %s", len(tasks), offer.get("hostname"))
+
+    def _status(self, status: Any) -> None:
+        task_id = str(status["task_id"]["value"])
+        state = str(status.get("state"))
+        with self._lock:
+            if state in _TERMINAL and task_id in self._killing:
+                self._killing.discard(task_id)
+                self._ended.notify_all()
+            job_id = self._tasks.get(task_id)
+            job = self._jobs.get(job_id) if job_id is not None else None
+            if job is None:
+                return
+            if state == "TASK_RUNNING" and job.started is None:
+                job.started = time.monotonic()
+            if state not in _TERMINAL:
+                return
+            exit_status, reason = exit_of(status)
+            message = str(status.get("message") or "")
+            if self._is_fetch_failure(status):
+                url = self._deployment.url if self._deployment else None
+                server = url.split("/bundles/")[0] if url else "this leader"
+                self._fatal = BundleError(
+                    f"the agent on {job.hostname} could not fetch the workflow's code from "
+                    f"{server}: {message}. Set --mesosBundleAddress (or "
+                    "TOIL_MESOS_BUNDLE_ADDRESS) to an address and port of this leader that the "
+                    "agents can reach."
+                )
+                self._updates.put(UpdatedBatchJobInfo(
+                    jobID=job.job_id, exitStatus=EXIT_STATUS_UNAVAILABLE_VALUE,
+                    exitReason=BatchJobExitReason.ERROR, wallTime=None, backing_id=task_id))
+                del self._jobs[job.job_id]
+                return
+            if reason is not BatchJobExitReason.FINISHED:
+                logger.warning("job %d (%s) ended as %s on %s: %s", job.job_id, job.name, state,
+                               job.hostname, message)
+            self._report(job, exit_status, reason, None)
+
+    def _agent_lost(self, agent_id: str) -> None:
+        with self._lock:
+            self._agents.pop(agent_id, None)
+            for job in [j for j in self._jobs.values() if j.agent_id == agent_id]:
+                self._report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST,
+                             f"agent {agent_id} was lost")
+
+    def _driver_error(self, message: str) -> None:
+        with self._lock:
+            self._fatal = MesosError(f"the Mesos master refused the framework: {message}")
+        self._updates.put_nowait(None)
+
+    # ---- helpers (caller holds the lock) ---------------------------------------------------------
+
+    def _report(self, job: _Job, exit_status: int, reason: BatchJobExitReason,
+                message: str | None) -> None:
+        """Report a job's end to Toil: exactly once, because it leaves the table here."""
+        if self._jobs.pop(job.job_id, None) is None:
+            return
+        if job.job_id in self._queued:
+            self._queued.remove(job.job_id)
+        if message:
+            logger.error("job %d (%s): %s", job.job_id, job.name, message)
+        wall = time.monotonic() - job.started if job.started else None
+        self._updates.put(UpdatedBatchJobInfo(jobID=job.job_id, exitStatus=exit_status,
+                                              exitReason=reason, wallTime=wall,
+                                              backing_id=job.task_id))
+
+    def _never_fits(self, job: JobRequest) -> str | None:
+        if not self._agents or could_ever_fit(job, self._agents.values()):
+            return None
+        return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
+                f"{job.disk} bytes of disk, which no agent of this cluster has")
+
+    def _is_fetch_failure(self, status: Any) -> bool:
+        return (str(status.get("reason")) == "REASON_CONTAINER_LAUNCH_FAILED"
+                and "fetch" in str(status.get("message") or "").lower())
+
+    def _check_fatal(self) -> None:
+        with self._lock:
+            fatal = self._fatal
+        if fatal is not None:
+            raise fatal
+
+
+class _Callbacks(Scheduler):
+    """The Mesos scheduler callbacks, forwarded to the batch system."""
+
+    def __init__(self, batch_system: MesosBatchSystem) -> None:
+        self._batch_system = batch_system
+
+    def registered(self, driver: Any, frameworkId: Any, masterInfo: Any) -> None:
+        self._batch_system._registered(str(frameworkId["value"]))
+
+    def reregistered(self, driver: Any, masterInfo: Any) -> None:
+        logger.info("re-registered with the Mesos master")
+
+    def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
+        self._batch_system._offers(driver, offers)
+
+    def statusUpdate(self, driver: Any, update: Any) -> None:
+        self._batch_system._status(update)
+
+    def agentLost(self, driver: Any, agentId: Any) -> None:
+        self._batch_system._agent_lost(str(agentId["value"]))
+
+    def error(self, driver: Any, message: str) -> None:
+        logger.error("Mesos error: %s", message)
+        self._batch_system._driver_error(message)
+
+
+def _module_of(job_desc: Any) -> UserModule | None:
+    """The user module a job was defined in, from Toil's record of it (None for Toil's own)."""
+    has_body = getattr(job_desc, "has_body", None)
+    if has_body is None or not has_body():
+        return None
+    descriptor = job_desc.get_body()[1]
+    name = str(descriptor.name)
+    if name == "toil" or name.startswith("toil."):
+        return None
+    base = Path(descriptor.dirPath).joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            mode = "module" if "." in name else "script"
+            return UserModule(name, candidate, mode)  # type: ignore[arg-type]
+    return None
+
+
+def _route_to(endpoint: str) -> str:
+    """This host's address on its route to the master (no packet is sent)."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host or endpoint, int(port or 5050)))
+            return str(probe.getsockname()[0])
+    except OSError as exc:
+        raise BundleError(
+            f"cannot find this leader's address on its route to the Mesos master {endpoint!r} "
+            f"({exc.strerror or exc}); check --mesosEndpoint, or set --mesosBundleAddress"
+        ) from None
+
+
+def _default_bundle_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "toil-mesos" / "builds"
+
+
+def _truthy(value: Any) -> bool:
+    """Toil keeps ``--disableAutoDeployment VALUE`` as a raw string, so parse it here."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _installed_toil() -> str | None:
+    try:
+        return metadata.version("toil")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class _DropToilsAutoDeploymentWarning(logging.Filter):
+    """Toil warns that a batch system without auto-deployment needs the code on every worker;
+    with toil-mesos that is false (we ship it, and log what), so that one line is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Batch system does not support auto-deployment")
+
+
+_FILTER = _DropToilsAutoDeploymentWarning()
+
+
+def _hide_toils_auto_deployment_warning() -> None:
+    common = logging.getLogger("toil.common")
+    if _FILTER not in common.filters:
+        common.addFilter(_FILTER)
+

@@ -1,0 +1,124 @@
+"""The batch system's command-line options, with Toil's names kept for the ones Toil had.
+
+Toil adds every registered batch system's options to one parser, keyed by batch system name;
+this project registers under ``mesos`` (replacing Toil's built-in, which cannot load on Python
+3.11+), so these are the only ``--mesos*`` options and existing command lines keep working.
+Every option reads an environment variable too, named in its help.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from argparse import ArgumentParser, _ArgumentGroup
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toil_mesos.deploy.options import DEFAULT_MAX_BYTES, DeployOptions, NativePolicy
+
+__all__ = ["MesosOptions", "add_options", "set_options"]
+
+DEFAULT_ENDPOINT = "localhost:5050"
+DEFAULT_EXECUTOR = "python3 -m toil_mesos.executor"
+
+#: (flags, dest, environment variable, kwargs): one table for the parser, setOptions and docs.
+_OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
+    (("--mesosEndpoint", "--mesosMaster"), "mesos_endpoint", "TOIL_MESOS_ENDPOINT",
+     {"default": DEFAULT_ENDPOINT, "help": "the Mesos master, HOST:PORT"}),
+    (("--mesosFrameworkId",), "mesos_framework_id", "TOIL_MESOS_FRAMEWORK_ID",
+     {"default": None, "help": "re-use this Mesos framework id"}),
+    (("--mesosRole",), "mesos_role", "TOIL_MESOS_ROLE",
+     {"default": None, "help": "the Mesos role to register with"}),
+    (("--mesosName",), "mesos_name", "TOIL_MESOS_NAME",
+     {"default": "toil", "help": "the Mesos framework name"}),
+    (("--mesosUser",), "mesos_user", "TOIL_MESOS_USER",
+     {"default": None, "help": "the user tasks run as (default: the leader's user)"}),
+    (("--mesosBundleAddress",), "mesos_bundle_address", "TOIL_MESOS_BUNDLE_ADDRESS",
+     {"default": None,
+      "help": "HOST or HOST:PORT the agents use to fetch the workflow's code from the leader "
+              "(default: the leader's address on its route to the master)"}),
+    (("--mesosBundleExclude",), "mesos_bundle_excludes", "TOIL_MESOS_BUNDLE_EXCLUDES",
+     {"action": "append", "default": None,
+      "help": "gitignore-style pattern of paths not to ship (repeatable; the environment "
+              "variable takes a colon-separated list)"}),
+    (("--mesosBundleMaxBytes",), "mesos_bundle_max_bytes", "TOIL_MESOS_BUNDLE_MAX_BYTES",
+     {"type": int, "default": DEFAULT_MAX_BYTES, "help": "size limit of the code to ship"}),
+    (("--mesosNativeCode",), "mesos_native_code", "TOIL_MESOS_NATIVE_CODE",
+     {"choices": [p.value for p in NativePolicy], "default": NativePolicy.WARN.value,
+      "help": "ship native code with a warning, or refuse it"}),
+    (("--mesosSharedPath",), "mesos_shared_paths", "TOIL_MESOS_SHARED_PATHS",
+     {"action": "append", "default": None,
+      "help": "a path every node mounts: code below it is not shipped but kept on PYTHONPATH "
+              "(repeatable; the environment variable takes a colon-separated list)"}),
+    (("--mesosExecutor",), "mesos_executor", "TOIL_MESOS_EXECUTOR",
+     {"default": DEFAULT_EXECUTOR,
+      "help": "the command agents run to start the toil-mesos executor"}),
+]
+
+
+def add_options(parser: ArgumentParser | _ArgumentGroup) -> None:
+    """Add the ``--mesos*`` options; defaults come from the environment when it sets them."""
+    for flags, dest, env_var, kwargs in _OPTIONS:
+        options = dict(kwargs)
+        raw = os.environ.get(env_var)
+        if raw is not None:
+            options["default"] = raw.split(":") if options.get("action") == "append" else (
+                options.get("type", str)(raw)
+            )
+        default_text = " (default: %(default)s)"
+        options["help"] = f"{options['help']}. Environment: {env_var}.{default_text}"
+        parser.add_argument(*flags, dest=dest, **options)
+
+
+def set_options(set_option: Callable[..., None]) -> None:
+    """Copy the parsed options into Toil's Config (Toil's ``setOptions`` hook)."""
+    for _flags, dest, _env, _kwargs in _OPTIONS:
+        if dest == "mesos_endpoint":
+            set_option(dest, old_names=["mesosMasterAddress"])
+        else:
+            set_option(dest)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MesosOptions:
+    """The options as the batch system uses them, read once from Toil's Config."""
+
+    endpoint: str
+    framework_id: str | None
+    role: str | None
+    name: str
+    user: str
+    bundle_address: str | None
+    executor: str
+    deploy: DeployOptions
+
+    @classmethod
+    def from_config(cls, config: Any) -> MesosOptions:
+        def get(name: str, default: Any = None) -> Any:
+            value = getattr(config, name, None)
+            return default if value is None else value
+
+        return cls(
+            endpoint=str(get("mesos_endpoint", DEFAULT_ENDPOINT)),
+            framework_id=get("mesos_framework_id"),
+            role=get("mesos_role"),
+            name=str(get("mesos_name", "toil")),
+            user=str(get("mesos_user") or getpass.getuser()),
+            bundle_address=get("mesos_bundle_address"),
+            executor=str(get("mesos_executor", DEFAULT_EXECUTOR)),
+            deploy=DeployOptions(
+                excludes=tuple(get("mesos_bundle_excludes", ())),
+                max_bytes=int(get("mesos_bundle_max_bytes", DEFAULT_MAX_BYTES)),
+                native=NativePolicy(get("mesos_native_code", NativePolicy.WARN.value)),
+                shared_paths=tuple(Path(p) for p in get("mesos_shared_paths", ())),
+                option_names={
+                    "excludes": "--mesosBundleExclude",
+                    "exclude_distributions": "--mesosBundleExclude",
+                    "max_bytes": "--mesosBundleMaxBytes",
+                    "native": "--mesosNativeCode",
+                    "shared_paths": "--mesosSharedPath",
+                },
+            ),
+        )

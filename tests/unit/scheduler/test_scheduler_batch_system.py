@@ -1,0 +1,272 @@
+"""The batch system's bookkeeping against a recording driver: no Mesos, no processes.
+
+The callbacks are fed by hand, in the shapes the master sends (offers, updates), so every rule
+is checked on its own: packing, exact exit statuses, kills that are never reported, exactly-once
+reporting, agent loss, jobs that can never fit, a fetch failure that stops the workflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from toil.batchSystems.abstractBatchSystem import BatchJobExitReason
+from toil.common import Config
+from toil.job import JobDescription
+
+from toil_mesos.errors import BundleError
+from toil_mesos.scheduler.batch_system import MesosBatchSystem, exit_of
+
+GIB = 1024**3
+
+
+class RecordingDriver:
+    def __init__(self, scheduler: Any, framework: dict[str, Any], master: str) -> None:
+        self.scheduler = scheduler
+        self.framework = framework
+        self.master = master
+        self.calls: list[tuple[str, Any]] = []
+        self.killed = threading.Event()
+
+    def start(self) -> None:
+        self.calls.append(("start", None))
+
+    def stop(self, failover: bool = False) -> None:
+        self.calls.append(("stop", failover))
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def launchTasks(self, offer_ids: Any, tasks: Any) -> None:
+        self.calls.append(("launch", tasks))
+
+    def declineOffer(self, offer_ids: Any, filters: Any = None) -> None:
+        self.calls.append(("decline", filters))
+
+    def reviveOffers(self) -> None:
+        self.calls.append(("revive", None))
+
+    def suppressOffers(self) -> None:
+        self.calls.append(("suppress", None))
+
+    def killTask(self, task_id: Any, agent_id: Any = None) -> None:
+        self.calls.append(("kill", task_id["value"]))
+        self.killed.set()
+
+    def launched(self) -> list[dict[str, Any]]:
+        return [task for name, tasks in self.calls if name == "launch" for task in tasks]
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+def config() -> Config:
+    cfg = Config()
+    cfg.workflowID = str(uuid4())
+    cfg.cleanWorkDir = "always"
+    cfg.disableAutoDeployment = True
+    cfg.mesos_endpoint = "127.0.0.1:5050"
+    return cfg
+
+
+def job(name: str = "j", cores: float = 1, memory: int = GIB, disk: int = GIB,
+        preemptible: bool = False) -> JobDescription:
+    return JobDescription(jobName=name, unitName=None, requirements={
+        "cores": cores, "memory": memory, "disk": disk, "accelerators": [],
+        "preemptible": preemptible})
+
+
+def offer(agent: str = "a1", cpus: float = 2, mem: float = 4096, disk: float = 8192,
+          offer_id: str = "o1") -> dict[str, Any]:
+    return {
+        "id": {"value": offer_id},
+        "agent_id": {"value": agent},
+        "hostname": f"host-{agent}",
+        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v},
+                       "allocation_info": {"role": "*"}}
+                      for n, v in (("cpus", cpus), ("mem", mem), ("disk", disk))],
+    }
+
+
+def status(task: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
+    return {"task_id": task["task_id"], "state": state, **extra}
+
+
+def exit_data(exit_status: int | None) -> str:
+    document = {"exit_status": exit_status, "failure": None}
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+@pytest.fixture
+def system():  # type: ignore[no-untyped-def]
+    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=RecordingDriver)
+    yield batch
+    batch.shutdown()
+
+
+def driver_of(system: MesosBatchSystem) -> RecordingDriver:
+    return system._driver  # type: ignore[no-any-return]
+
+
+def test_framework_keeps_toils_names_and_subscribes_at_once(system):
+    driver = driver_of(system)
+    assert driver.master == "127.0.0.1:5050" and driver.names()[0] == "start"
+    assert driver.framework["name"] == "toil"
+    assert {"type": "MULTI_ROLE"} in driver.framework["capabilities"]
+    assert MesosBatchSystem.supportsAutoDeployment() is False
+    assert MesosBatchSystem.supportsWorkerCleanup() is True
+
+
+def test_a_job_runs_and_is_reported_exactly_once(system):
+    driver = driver_of(system)
+    job_id = system.issueBatchJob("echo hi", job())
+    assert system.getIssuedBatchJobIDs() == [job_id]
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [task] = driver.launched()
+    assert task["agent_id"] == {"value": "a1"} and "executor" in task
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_RUNNING"))
+    assert list(system.getRunningBatchJobIDs()) == [job_id]
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_FINISHED", data=exit_data(0)))
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_FINISHED", data=exit_data(0)))
+    update = system.getUpdatedBatchJob(maxWait=1)
+    assert (update.jobID, update.exitStatus, update.exitReason) == (
+        job_id, 0, BatchJobExitReason.FINISHED)
+    assert update.wallTime is not None and update.backing_id == task["task_id"]["value"]
+    assert system.getUpdatedBatchJob(maxWait=0) is None
+    assert system.getIssuedBatchJobIDs() == [] and system.getRunningBatchJobIDs() == {}
+
+
+def test_the_workers_exact_exit_status_is_reported(system):
+    driver = driver_of(system)
+    job_id = system.issueBatchJob("exit 23", job())
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [task] = driver.launched()
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_FAILED", data=exit_data(23),
+                                                 message="the worker exited with status 23"))
+    update = system.getUpdatedBatchJob(maxWait=1)
+    assert (update.jobID, update.exitStatus, update.exitReason) == (
+        job_id, 23, BatchJobExitReason.FAILED)
+
+
+def test_two_one_core_jobs_share_a_two_core_agent_and_the_rest_waits(system):
+    driver = driver_of(system)
+    for name in "abc":
+        system.issueBatchJob(f"echo {name}", job(name))
+    driver.scheduler.resourceOffers(driver, [offer()])
+    assert len(driver.launched()) == 2
+    assert "suppress" not in driver.names()  # one job still waits for an offer
+
+
+def test_idle_offers_are_declined_and_offers_suppressed_then_revived(system):
+    driver = driver_of(system)
+    driver.scheduler.resourceOffers(driver, [offer()])
+    assert ("decline", {"refuse_seconds": 30.0}) in driver.calls
+    assert driver.names()[-1] == "suppress"
+    system.issueBatchJob("true", job())
+    assert driver.names()[-1] == "revive"
+
+
+def test_killed_jobs_are_never_reported_and_kill_waits_for_the_end(system):
+    driver = driver_of(system)
+    job_id = system.issueBatchJob("sleep 1000", job())
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [task] = driver.launched()
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_RUNNING"))
+    killer = threading.Thread(target=system.killBatchJobs, args=([job_id],))
+    killer.start()
+    assert driver.killed.wait(10)
+    assert killer.is_alive()  # waiting for the task to end
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_KILLED"))
+    killer.join(10)
+    assert not killer.is_alive()
+    assert system.getRunningBatchJobIDs() == {} and system.getIssuedBatchJobIDs() == []
+    assert system.getUpdatedBatchJob(maxWait=0) is None
+    system.killBatchJobs([10_000])  # unknown ids are ignored
+
+
+def test_a_queued_job_is_killed_without_asking_mesos(system):
+    driver = driver_of(system)
+    job_id = system.issueBatchJob("true", job())
+    system.killBatchJobs([job_id])
+    assert "kill" not in driver.names()
+    driver.scheduler.resourceOffers(driver, [offer()])
+    assert driver.launched() == []
+
+
+def test_a_lost_agent_fails_its_jobs_as_lost_once(system):
+    driver = driver_of(system)
+    job_id = system.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [task] = driver.launched()
+    driver.scheduler.agentLost(driver, {"value": "a1"})
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_LOST"))
+    update = system.getUpdatedBatchJob(maxWait=1)
+    assert (update.jobID, update.exitReason) == (job_id, BatchJobExitReason.LOST)
+    assert system.getUpdatedBatchJob(maxWait=0) is None
+
+
+def test_a_job_no_agent_can_hold_fails_instead_of_waiting_for_ever(system):
+    driver = driver_of(system)
+    driver.scheduler.resourceOffers(driver, [offer(cpus=2, mem=4096)])
+    job_id = system.issueBatchJob("true", job(memory=6 * GIB))  # within --maxMemory
+    update = system.getUpdatedBatchJob(maxWait=1)
+    assert (update.jobID, update.exitReason) == (job_id, BatchJobExitReason.ERROR)
+
+
+def test_non_preemptible_jobs_avoid_preemptible_agents(system):
+    driver = driver_of(system)
+    system.issueBatchJob("true", job(preemptible=False))
+    spot = offer()
+    spot["attributes"] = [{"name": "preemptible", "type": "TEXT", "text": {"value": "true"}}]
+    driver.scheduler.resourceOffers(driver, [spot])
+    assert driver.launched() == []
+
+
+def test_a_fetch_failure_stops_the_workflow_naming_the_fix(system):
+    driver = driver_of(system)
+    system.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [task] = driver.launched()
+    driver.scheduler.statusUpdate(driver, status(
+        task, "TASK_FAILED", reason="REASON_CONTAINER_LAUNCH_FAILED",
+        message="Failed to launch container: Failed to fetch all URIs for container 'c'"))
+    with pytest.raises(BundleError, match="--mesosBundleAddress"):
+        system.getUpdatedBatchJob(maxWait=1)
+
+
+@pytest.mark.parametrize(
+    ("status_fields", "expected"),
+    [
+        ({"state": "TASK_FINISHED"}, (0, BatchJobExitReason.FINISHED)),
+        ({"state": "TASK_FAILED", "data": exit_data(3)}, (3, BatchJobExitReason.FAILED)),
+        ({"state": "TASK_FAILED", "data": exit_data(-9)}, (137, BatchJobExitReason.FAILED)),
+        ({"state": "TASK_FAILED"}, (255, BatchJobExitReason.FAILED)),
+        ({"state": "TASK_FAILED", "reason": "REASON_EXECUTOR_TERMINATED"},
+         (255, BatchJobExitReason.LOST)),
+        ({"state": "TASK_LOST"}, (255, BatchJobExitReason.LOST)),
+        ({"state": "TASK_GONE"}, (255, BatchJobExitReason.LOST)),
+        ({"state": "TASK_KILLED"}, (255, BatchJobExitReason.KILLED)),
+        ({"state": "TASK_ERROR"}, (255, BatchJobExitReason.ERROR)),
+    ],
+)
+def test_task_states_map_to_toils_exit_reasons(status_fields, expected):
+    assert exit_of(status_fields) == expected
+
+
+def test_options_keep_toils_names_and_read_the_environment(monkeypatch):
+    from argparse import ArgumentParser
+
+    from toil_mesos.scheduler.options import add_options
+
+    monkeypatch.setenv("TOIL_MESOS_BUNDLE_ADDRESS", "10.1.2.3:7000")
+    parser = ArgumentParser()
+    add_options(parser)
+    args = parser.parse_args(["--mesosMaster", "m:5051", "--mesosRole", "r"])
+    assert (args.mesos_endpoint, args.mesos_role, args.mesos_name) == ("m:5051", "r", "toil")
+    assert args.mesos_bundle_address == "10.1.2.3:7000"
+    assert "TOIL_MESOS_ENDPOINT" in parser.format_help()
