@@ -16,6 +16,7 @@ demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
 test: $(VENV)/.installed
+	scripts/system-deps
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed
