@@ -48,6 +48,7 @@ from toil_mesos.errors import BundleError, MesosError
 from toil_mesos.mesos.driver import SchedulerDriver
 from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.scheduler import options as mesos_options
+from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._matching import (
     Capacity,
     JobRequest,
@@ -206,6 +207,12 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         if self._framework_id:
             framework["id"] = {"value": self._framework_id}
         factory = driver_factory or SchedulerDriver
+        self._record = FrameworkRecord(getattr(config, "jobStore", None))
+        if getattr(config, "restart", False):
+            previous = self._record.read()
+            if previous and previous != self._framework_id:
+                # The previous leader's tasks must end before any job is issued again.
+                tear_down_previous(factory, framework, self._options.endpoint, previous)
         self._driver = factory(_Callbacks(self), framework, self._options.endpoint)
         try:
             self._driver.start()
@@ -422,6 +429,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
     def _registered(self, framework_id: str) -> None:
         with self._lock:
             self._framework_id = framework_id
+        self._record.write(framework_id)
         logger.info("registered with the Mesos master at %s as framework %s",
                     self._options.endpoint, framework_id)
 

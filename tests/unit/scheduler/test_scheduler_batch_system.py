@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from typing import Any
+from typing import Any, ClassVar
 from uuid import uuid4
 
 import pytest
@@ -270,3 +270,60 @@ def test_options_keep_toils_names_and_read_the_environment(monkeypatch):
     assert (args.mesos_endpoint, args.mesos_role, args.mesos_name) == ("m:5051", "r", "toil")
     assert args.mesos_bundle_address == "10.1.2.3:7000"
     assert "TOIL_MESOS_ENDPOINT" in parser.format_help()
+
+
+class PreviousFrameworkDriver(RecordingDriver):
+    """Plays a master that still has the previous leader's task t-old running."""
+
+    log: ClassVar[list[str]] = []
+
+    def start(self) -> None:
+        super().start()
+        if "id" in self.framework:
+            self.log.append(f"failover {self.framework['id']['value']}")
+            self.scheduler.registered(self, self.framework["id"], {})
+        else:
+            self.log.append("new framework")
+
+    def reconcileTasks(self, tasks: Any) -> None:
+        self.scheduler.statusUpdate(self, {"task_id": {"value": "t-old"}, "state": "TASK_RUNNING",
+                                           "reason": "REASON_RECONCILIATION",
+                                           "agent_id": {"value": "a1"}})
+
+    def killTask(self, task_id: Any, agent_id: Any = None) -> None:
+        self.log.append(f"kill {task_id['value']}")
+        self.scheduler.statusUpdate(self, {"task_id": task_id, "state": "TASK_KILLED"})
+
+    def stop(self, failover: bool = False) -> None:
+        self.log.append(f"stop failover={failover}")
+
+
+def test_restart_ends_the_previous_frameworks_tasks_before_anything_else(monkeypatch):
+    from toil_mesos.scheduler import batch_system as module
+
+    monkeypatch.setattr(module.FrameworkRecord, "read", lambda self: "fw-old")
+    written: list[str] = []
+    monkeypatch.setattr(module.FrameworkRecord, "write", lambda self, fid: written.append(fid))
+    PreviousFrameworkDriver.log = []
+    cfg = config()
+    cfg.restart = True
+    batch = MesosBatchSystem(cfg, maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=PreviousFrameworkDriver)
+    try:
+        assert PreviousFrameworkDriver.log == [
+            "failover fw-old", "kill t-old", "stop failover=False", "new framework"]
+        batch._driver.scheduler.registered(batch._driver, {"value": "fw-new"}, {})
+        assert written == ["fw-new"]
+    finally:
+        batch.shutdown()
+
+
+def test_a_fresh_start_does_not_touch_a_previous_framework(monkeypatch):
+    from toil_mesos.scheduler import batch_system as module
+
+    monkeypatch.setattr(module.FrameworkRecord, "read", lambda self: "fw-old")
+    PreviousFrameworkDriver.log = []
+    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=PreviousFrameworkDriver)
+    batch.shutdown()
+    assert PreviousFrameworkDriver.log[0] == "new framework"
