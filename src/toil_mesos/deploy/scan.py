@@ -45,6 +45,21 @@ class Contents:
     def largest(self, count: int = 10) -> list[FileEntry]:
         return sorted(self.files, key=lambda f: (-f.size, f.arcname))[:count]
 
+    def ships_module(self, name: str) -> bool:
+        """Whether module *name* can be imported from the bundle (or a shared or egg root).
+
+        By name, not by leader path: jobs created on a worker record the staged directory as
+        their module's location, which means nothing on the leader.
+        """
+        parts = "/".join(name.split("."))
+        arcnames = {f.arcname for f in self.files}
+        for root in self.roots:
+            if root.kind in (RootKind.SHARED, RootKind.EGG):
+                return True  # their contents are not listed here; assume they provide it
+            if {f"{root.name}/{parts}.py", f"{root.name}/{parts}/__init__.py"} & arcnames:
+                return True
+        return False
+
     def ships(self, path: Path) -> bool:
         """Whether the leader file *path* is in the bundle (or under a shared root)."""
         real = Path(os.path.realpath(path))

@@ -175,6 +175,9 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         environment: PythonEnvironment | None = None,
     ) -> None:
         super().__init__(config, maxCores, maxMemory, maxDisk)
+        # Toil quiets every logger outside its own package; as Toil's batch system we are part
+        # of it, so ours follow Toil's --logLevel again.
+        logging.getLogger("toil_mesos").setLevel(logging.NOTSET)
         self._options = mesos_options.MesosOptions.from_config(config)
         self._auto_deploy = not _truthy(getattr(config, "disableAutoDeployment", False))
         self._bundle_dir = bundle_dir or _default_bundle_dir()
@@ -195,7 +198,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         self._deployment: _Deployment | None = None
         self._bundle_server: BundleServer | None = None
         self._framework_id: str | None = self._options.framework_id
-        self._task_prefix = f"toil-{secrets.token_hex(4)}"
+        #: Names this leader run's tasks and executors apart from any other run's.
+        self._run_id = secrets.token_hex(4)
         _hide_toils_auto_deployment_warning()
         framework: dict[str, Any] = {
             "user": self._options.user,
@@ -396,15 +400,14 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             return self._deployment
 
     def _uncovered_module(self, job_desc: Any, deployment: _Deployment) -> str | None:
-        module = _module_of(job_desc)
-        if module is None or deployment.contents is None or deployment.contents.ships(
-            module.file
-        ):
+        name = _module_name_of(job_desc)
+        if name is None or deployment.sha256 is None or deployment.contents is None:
             return None
-        if not deployment.contents.files and deployment.sha256 is None:
+        if deployment.contents.ships_module(name):
             return None
-        return (f"the job's module {module.name!r} ({module.file}) is not in the workflow's "
-                "bundle; run the workflow so that every job's module ships with it")
+        return (f"the job's module {name!r} is not in the workflow's bundle (it was not "
+                "under any root the leader shipped); run the workflow so that every job's "
+                "module ships with it, e.g. `python -m` from the project root")
 
     def _bundle_endpoint(self) -> tuple[str, int]:
         address = self._options.bundle_address
@@ -468,7 +471,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
     def _launch(self, driver: Any, offer: Any, jobs: Sequence[JobRequest]) -> None:
         deployment = self._deployment or _Deployment(None, None, None)
         executor = executor_info(
-            executor_id=executor_id_for(self._task_prefix, deployment.sha256),
+            executor_id=executor_id_for(self._run_id, deployment.sha256),
             framework_id=self._framework_id,
             command=shlex.split(self._options.executor),
             bundle_url=deployment.url,
@@ -478,7 +481,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         tasks = []
         for request in jobs:
             job = self._jobs[request.job_id]
-            task_id = f"{self._task_prefix}-{job.job_id}"
+            task_id = f"toil-{self._run_id}-{job.job_id}"
             spec = TaskSpec(
                 job_id=job.job_id,
                 command=job.command,
@@ -602,6 +605,15 @@ class _Callbacks(Scheduler):
     def error(self, driver: Any, message: str) -> None:
         logger.error("Mesos error: %s", message)
         self._batch_system._driver_error(message)
+
+
+def _module_name_of(job_desc: Any) -> str | None:
+    """The name of the user module a job was defined in (None for Toil's own and bodiless)."""
+    has_body = getattr(job_desc, "has_body", None)
+    if has_body is None or not has_body():
+        return None
+    name = str(job_desc.get_body()[1].name)
+    return None if name == "toil" or name.startswith("toil.") else name
 
 
 def _module_of(job_desc: Any) -> UserModule | None:

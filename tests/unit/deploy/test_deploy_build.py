@@ -134,3 +134,11 @@ def test_archive_size_is_small_and_content_round_trips(contents, tmp_path):
     with open_bundle(bundle.path) as tar:
         main = tar.extractfile("r0/workflow/main.py").read()  # type: ignore[union-attr]
     assert main == b"from util.sort.quick import sort\n"
+
+
+def test_modules_are_found_in_a_bundle_by_name(contents):
+    # Jobs made on workers record the staged path, so coverage is checked by module name.
+    assert contents.ships_module("workflow.main")
+    assert contents.ships_module("util.sort")  # a package's __init__.py
+    assert not contents.ships_module("workflow.missing")
+    assert not contents.ships_module("elsewhere")
