@@ -22,6 +22,7 @@ import os
 import queue
 import secrets
 import shlex
+import signal
 import socket
 import sys
 import threading
@@ -210,6 +211,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         }
         if self._framework_id:
             framework["id"] = {"value": self._framework_id}
+        self._previous_sigterm = _end_on_sigterm()
         factory = driver_factory or SchedulerDriver
         self._record = FrameworkRecord(getattr(config, "jobStore", None))
         if getattr(config, "restart", False):
@@ -222,6 +224,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             self._driver.start()
         except BaseException:
             self._close_server()
+            _restore_sigterm(self._previous_sigterm)
             raise
 
     # ---- Toil's interface ----------------------------------------------------------------------
@@ -323,6 +326,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             logger.warning("the Mesos driver ended with an error: %s", exc)
         finally:
             self._close_server()
+            _restore_sigterm(self._previous_sigterm)
 
     def getNodes(self, preemptible: bool | None = None, timeout: int = 600) -> dict[str, NodeInfo]:
         with self._lock:
@@ -645,6 +649,38 @@ def _route_to(endpoint: str) -> str:
             f"cannot find this leader's address on its route to the Mesos master {endpoint!r} "
             f"({exc.strerror or exc}); check --mesosEndpoint, or set --mesosBundleAddress"
         ) from None
+
+
+class LeaderTerminated(SystemExit):
+    """SIGTERM reached the leader: unwind so Toil's ``finally`` calls shutdown() (TEARDOWN)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise LeaderTerminated(128 + signum)
+
+
+def _end_on_sigterm() -> Any:
+    """On SIGTERM, unwind the leader instead of dying at once, so the framework is torn down
+    and its tasks stop now rather than when the failover timeout expires.
+
+    Only from the main thread and only over the default action: a handler someone else
+    installed is theirs. Returns what to restore in shutdown().
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    return signal.SIG_DFL
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if (
+        previous is not None
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is _raise_terminated
+    ):
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _default_bundle_dir() -> Path:
