@@ -19,6 +19,7 @@ import enum
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
 from toil_mesos.deploy.stage import default_cache_dir, stage
-from toil_mesos.errors import BundleError
+from toil_mesos.errors import BundleError, MesosError
 from toil_mesos.executor._supervisor import (
     WorkerExit,
     WorkerProcess,
@@ -39,9 +40,10 @@ from toil_mesos.executor._supervisor import (
 )
 from toil_mesos.mesos._executor_env import parse_duration
 from toil_mesos.mesos.interface import Executor
+from toil_mesos.node_report import measure_node
 from toil_mesos.task_spec import TaskSpec, TaskSpecError
 
-__all__ = ["BUNDLE_ROOTS_ENV", "TaskPhase", "ToilExecutor", "status_data"]
+__all__ = ["BUNDLE_ROOTS_ENV", "NODE_REPORT_ENV", "TaskPhase", "ToilExecutor", "status_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,9 @@ logger = logging.getLogger(__name__)
 BUNDLE_ROOTS_ENV = "TOIL_MESOS_BUNDLE_ROOTS"
 
 _DEFAULT_GRACE = 5.0
+#: How often an executor reports its node to the scheduler, and the variable that changes it.
+NODE_REPORT_ENV = "TOIL_MESOS_NODE_REPORT_SECONDS"
+_NODE_REPORT_SECONDS = 30.0
 
 
 class TaskPhase(enum.Enum):
@@ -120,8 +125,30 @@ class ToilExecutor(Executor):
         self._grace = parse_duration(grace) if grace else _DEFAULT_GRACE
         self._tasks: dict[str, _Task] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._report_interval = float(self._env.get(NODE_REPORT_ENV) or _NODE_REPORT_SECONDS)
+        self._reporter: threading.Thread | None = None
 
     # ---- callbacks (the driver's thread) -----------------------------------------------------
+
+    def registered(self, driver: Any, executorInfo: Any, frameworkInfo: Any,
+                   agentInfo: Any) -> None:
+        hostname = str((agentInfo or {}).get("hostname") or socket.gethostname())
+        self._reporter = threading.Thread(target=self._report_node, args=(driver, hostname),
+                                          name="node-report", daemon=True)
+        self._reporter.start()
+
+    def _report_node(self, driver: Any, hostname: str) -> None:
+        """Tell the scheduler about this node now and then, until shutdown."""
+        while not self._stopping.is_set():
+            with self._lock:
+                workers = sum(1 for t in self._tasks.values() if t.phase is TaskPhase.RUNNING)
+            try:
+                driver.sendFrameworkMessage(measure_node(hostname, workers).encode())
+            except MesosError as exc:
+                logger.debug("cannot send the node report: %s", exc)
+                return
+            self._stopping.wait(self._report_interval)
 
     def launchTask(self, driver: Any, task: Any) -> None:
         task_id = str(task["task_id"]["value"])
@@ -147,6 +174,7 @@ class ToilExecutor(Executor):
 
     def shutdown(self, driver: Any) -> None:
         """Kill every task and wait (bounded) until each has reported its end."""
+        self._stopping.set()
         with self._lock:
             records = list(self._tasks.values())
         for record in records:

@@ -48,6 +48,7 @@ from toil_mesos.deploy.scan import Contents
 from toil_mesos.errors import BundleError, MesosError
 from toil_mesos.mesos.driver import SchedulerDriver
 from toil_mesos.mesos.interface import Scheduler
+from toil_mesos.node_report import NodeReport
 from toil_mesos.scheduler import options as mesos_options
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._matching import (
@@ -194,6 +195,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         self._agents: dict[str, Capacity] = {}
         self._hostnames: dict[str, str] = {}
         self._ignored: set[str] = set()
+        self._node_reports: dict[str, NodeReport] = {}
         self._suppressed = False
         self._fatal: BaseException | None = None
         self._deployment: _Deployment | None = None
@@ -329,22 +331,26 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             _restore_sigterm(self._previous_sigterm)
 
     def getNodes(self, preemptible: bool | None = None, timeout: int = 600) -> dict[str, NodeInfo]:
+        """Each agent this framework has seen: what its executor last reported, else offers."""
         with self._lock:
             nodes = {}
             for agent_id, capacity in self._agents.items():
                 if preemptible is not None and capacity.preemptible != preemptible:
                     continue
                 jobs = [j for j in self._jobs.values() if j.agent_id == agent_id]
+                report = self._node_reports.get(agent_id)
+                cores = report.cores if report else capacity.millicores / 1000
+                memory = report.memory if report else capacity.mem_mib * 1024 * 1024
+                requested_cores = sum(j.request.cores for j in jobs)
+                requested_memory = sum(j.request.memory for j in jobs)
                 nodes[self._hostnames.get(agent_id, agent_id)] = NodeInfo(
-                    coresUsed=sum(j.request.cores for j in jobs) / max(capacity.millicores / 1000,
-                                                                      1e-9),
-                    memoryUsed=sum(j.request.memory for j in jobs)
-                    / max(capacity.mem_mib * 1024 * 1024, 1),
-                    coresTotal=capacity.millicores / 1000,
-                    memoryTotal=capacity.mem_mib * 1024 * 1024,
-                    requestedCores=sum(j.request.cores for j in jobs),
-                    requestedMemory=sum(j.request.memory for j in jobs),
-                    workers=len(jobs),
+                    coresUsed=(report.load if report else requested_cores) / max(cores, 1e-9),
+                    memoryUsed=requested_memory / max(memory, 1),
+                    coresTotal=cores,
+                    memoryTotal=memory,
+                    requestedCores=requested_cores,
+                    requestedMemory=requested_memory,
+                    workers=report.workers if report else len(jobs),
                 )
             return nodes
 
@@ -540,9 +546,19 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                                job.hostname, message)
             self._report(job, exit_status, reason, None)
 
+    def _framework_message(self, agent_id: str, data: str) -> None:
+        report = NodeReport.decode(data)
+        if report is None:
+            logger.debug("ignoring a framework message from agent %s", agent_id)
+            return
+        with self._lock:
+            self._node_reports[agent_id] = report
+            self._hostnames.setdefault(agent_id, report.hostname)
+
     def _agent_lost(self, agent_id: str) -> None:
         with self._lock:
             self._agents.pop(agent_id, None)
+            self._node_reports.pop(agent_id, None)
             for job in [j for j in self._jobs.values() if j.agent_id == agent_id]:
                 self._report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST,
                              f"agent {agent_id} was lost")
@@ -602,6 +618,10 @@ class _Callbacks(Scheduler):
 
     def statusUpdate(self, driver: Any, update: Any) -> None:
         self._batch_system._status(update)
+
+    def frameworkMessage(self, driver: Any, executorId: Any, agentId: Any,
+                         message: str) -> None:
+        self._batch_system._framework_message(str(agentId["value"]), message)
 
     def agentLost(self, driver: Any, agentId: Any) -> None:
         self._batch_system._agent_lost(str(agentId["value"]))

@@ -209,3 +209,29 @@ def test_a_task_killed_while_staging_never_starts(bundle, tmp_path, monkeypatch)
     driver.wait_for("t7", "TASK_KILLED")
     executor.shutdown(driver)
     assert driver.states("t7") == ["TASK_KILLED"] and not marker.exists()
+
+
+def test_the_node_is_reported_from_registration_until_shutdown(tmp_path):
+    from toil_mesos.node_report import NodeReport
+
+    class Driver(RecordingDriver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+            self.sent = threading.Event()
+
+        def sendFrameworkMessage(self, data: str) -> None:
+            self.messages.append(data)
+            self.sent.set()
+
+    driver = Driver()
+    executor = make_executor(tmp_path, tmp_path)
+    executor.registered(driver, {}, {}, {"hostname": "agent-host"})
+    assert driver.sent.wait(10)
+    executor.shutdown(driver)
+    report = NodeReport.decode(driver.messages[0])
+    assert report is not None and report.hostname == "agent-host" and report.workers == 0
+    sent = len(driver.messages)
+    assert executor._reporter is not None
+    executor._reporter.join(10)
+    assert not executor._reporter.is_alive() and len(driver.messages) == sent

@@ -327,3 +327,21 @@ def test_a_fresh_start_does_not_touch_a_previous_framework(monkeypatch):
                              driver_factory=PreviousFrameworkDriver)
     batch.shutdown()
     assert PreviousFrameworkDriver.log[0] == "new framework"
+
+
+def test_get_nodes_uses_what_executors_report(system):
+    from toil_mesos.node_report import NodeReport
+
+    driver = driver_of(system)
+    system.issueBatchJob("sleep 100", job(cores=1, memory=GIB))
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [node] = system.getNodes().values()
+    assert (node.coresTotal, node.requestedCores, node.workers) == (2.0, 1.0, 1)
+    report = NodeReport(hostname="host-a1", cores=8, memory=32 * GIB, load=2.0, workers=3)
+    driver.scheduler.frameworkMessage(driver, {"value": "e"}, {"value": "a1"}, report.encode())
+    driver.scheduler.frameworkMessage(driver, {"value": "e"}, {"value": "a1"}, "not-a-report")
+    node = system.getNodes()["host-a1"]
+    assert (node.coresTotal, node.memoryTotal, node.workers, node.coresUsed) == (
+        8, 32 * GIB, 3, 0.25)
+    assert system.nodeInUse("host-a1") and not system.nodeInUse("host-other")
+    assert system.getNodes(preemptible=True) == {}

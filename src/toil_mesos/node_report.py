@@ -1,0 +1,63 @@
+"""What an executor tells the scheduler about its node: versioned JSON in a framework message.
+
+Toil's autoscaler asks the batch system how busy each node is (``getNodes``). Offers say what is
+free, not what is in use, so each executor reports its node every so often: cores, memory,
+load average, and how many of this workflow's workers run there.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass
+
+__all__ = ["NodeReport", "measure_node"]
+
+_FORMAT = "toil-mesos-node"
+_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeReport:
+    hostname: str
+    cores: int
+    memory: int
+    load: float
+    workers: int
+
+    def encode(self) -> str:
+        """Base64 JSON, as framework messages carry data."""
+        document = {"format": _FORMAT, "version": _VERSION, "hostname": self.hostname,
+                    "cores": self.cores, "memory": self.memory, "load": self.load,
+                    "workers": self.workers}
+        return base64.b64encode(json.dumps(document).encode()).decode("ascii")
+
+    @classmethod
+    def decode(cls, data: str) -> NodeReport | None:
+        """The report in a framework message, or None when the message is something else."""
+        try:
+            document = json.loads(base64.b64decode(data, validate=True))
+            if document.get("format") != _FORMAT or document.get("version") != _VERSION:
+                return None
+            return cls(hostname=str(document["hostname"]), cores=int(document["cores"]),
+                       memory=int(document["memory"]), load=float(document["load"]),
+                       workers=int(document["workers"]))
+        except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+def measure_node(hostname: str, workers: int) -> NodeReport:
+    """This machine's cores, memory (from ``/proc/meminfo``) and one-minute load average."""
+    memory = 0
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return NodeReport(hostname=hostname, cores=os.cpu_count() or 1, memory=memory,
+                      load=os.getloadavg()[0], workers=workers)
