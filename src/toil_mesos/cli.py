@@ -10,12 +10,14 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from toil_mesos import __version__
+from toil_mesos.cluster import launcher
 from toil_mesos.deploy import (
     DeployOptions,
     NativePolicy,
@@ -69,9 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_deploy_arguments(build_cmd)
     build_cmd.add_argument(
         "-o", "--output", type=Path, required=True, metavar="DIR",
-        help="directory to write <sha256>.tar.gz into",
+        help="directory to write <sha256>.tar.zst into",
     )
     build_cmd.set_defaults(handler=_build)
+    _add_cluster_commands(commands)
     return parser
 
 
@@ -209,3 +212,161 @@ def _format_report(contents: Contents, sha256: str | None, refused: str | None) 
     if refused:
         lines.append(f"refused: {refused}")
     return "\n".join(lines) + "\n"
+
+
+# --- cluster up / status / down ----------------------------------------------------------------
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _megabytes(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
+    return value
+
+
+def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cluster = commands.add_parser(
+        "cluster",
+        help="a local Mesos mini-cluster for tests and demos (not a replacement for Mesos)",
+    )
+    cluster_commands = cluster.add_subparsers(dest="cluster_command", required=True)
+    defaults = launcher.ClusterOptions()
+
+    up = cluster_commands.add_parser(
+        "up", help="start a master and agents in the background; print the master's HOST:PORT",
+    )
+    _add_work_dir(up)
+    up.add_argument("--agents", type=_count, default=defaults.agents, metavar="N",
+                    help="number of agents (default: %(default)s)")
+    up.add_argument("--cpus", type=_positive, default=defaults.cpus, metavar="C",
+                    help="cpus each agent offers (default: %(default)s)")
+    up.add_argument("--mem", type=_megabytes, default=defaults.mem, metavar="MB",
+                    help="memory each agent offers, in MB (default: %(default)s)")
+    up.add_argument("--disk", type=_megabytes, default=defaults.disk, metavar="MB",
+                    help="disk each agent offers, in MB (default: %(default)s)")
+    up.add_argument(
+        "--hide", type=Path, action="append", default=[], metavar="PATH",
+        help="a path agents must not see: covered by an empty read-only directory in each "
+             "agent's private mount namespace (repeatable; needs root and unshare)",
+    )
+    up.add_argument(
+        "--netns", action="store_true",
+        help="give each agent its own network namespace and address on a private bridge; "
+             "the master listens on the host's address there (needs root and ip)",
+    )
+    up.add_argument("--timeout", type=_positive, default=defaults.ready_timeout, metavar="S",
+                    help="seconds to wait for every daemon to be ready (default: %(default)s)")
+    up.set_defaults(handler=_cluster_up)
+
+    status = cluster_commands.add_parser(
+        "status", help="show what runs; exit 0 only if the master and every agent are alive",
+    )
+    _add_work_dir(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=_cluster_status)
+
+    down = cluster_commands.add_parser(
+        "down", help="stop the cluster and remove its namespaces and links (idempotent)",
+    )
+    _add_work_dir(down)
+    down.add_argument(
+        "--timeout", type=_positive, default=launcher.DEFAULT_STOP_TIMEOUT, metavar="S",
+        help="seconds between SIGTERM and SIGKILL (default: %(default)s)",
+    )
+    down.set_defaults(handler=_cluster_down)
+
+
+def _add_work_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--work-dir", type=Path, required=True, metavar="DIR",
+        help="the cluster's directory: cluster.json, logs, sandboxes",
+    )
+
+
+def _cluster_up(args: argparse.Namespace) -> int:
+    options = launcher.ClusterOptions(
+        agents=args.agents, cpus=args.cpus, mem=args.mem, disk=args.disk,
+        hide=tuple(args.hide), netns=args.netns, ready_timeout=args.timeout,
+    )
+    # A SIGTERM or SIGHUP while daemons start must still stop them: turn it into SystemExit,
+    # which `up` cleans up after like any other failure.
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        record = launcher.up(args.work_dir, options)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    sys.stdout.write(f"{record.master}\n")
+    return 0
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    found = launcher.status(args.work_dir)
+    if found is None:
+        sys.stderr.write(f"toil-mesos: no cluster in {args.work_dir} (no cluster.json)\n")
+        return 1
+    if args.json:
+        report = {
+            "cluster": found.record.to_json(),
+            "running": dict(found.running),
+            "healthy": found.healthy,
+            "state": found.state,
+            "state_error": found.state_error,
+        }
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(_format_status(found))
+    return 0 if found.healthy else 1
+
+
+def _format_status(found: launcher.ClusterStatus) -> str:
+    record = found.record
+    alive = {True: "alive", False: "DEAD"}
+    lines = [f"cluster {record.cluster_id} in {record.work_dir}"]
+    lines.append(f"master    {record.master:<21} pid {record.master_pid:<8} "
+                 f"{alive[found.running.get('master', False)]}")
+    for i, agent in enumerate(record.agents):
+        lines.append(f"agent {i:<3} {agent.address:<21} pid {agent.pid:<8} "
+                     f"{alive[found.running.get(f'agent {i}', False)]}  {agent.id}")
+    if record.network is not None:
+        net = record.network
+        lines.append(f"network   {net.subnet} (host {net.host_address} on {net.host_link})")
+    if record.isolation is not None:
+        hidden = ", ".join(str(p) for p in record.isolation.hide) or "nothing else"
+        lines.append(f"isolation private /tmp; hidden: {hidden}")
+    if found.state is not None:
+        slaves = found.state.get("slaves") or []
+        ids = {str(s.get("id")) for s in slaves if isinstance(s, dict)}
+        missing = [a.id for a in record.agents if a.id not in ids]
+        lines.append(
+            f"master /state: {len(slaves)} agents registered, "
+            f"{len(found.state.get('frameworks') or [])} frameworks"
+            + (f"; not registered: {', '.join(missing)}" if missing else "")
+        )
+    else:
+        lines.append(f"master /state unreachable: {found.state_error}")
+    return "\n".join(lines) + "\n"
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    for line in launcher.down(args.work_dir, timeout=args.timeout):
+        sys.stdout.write(f"{line}\n")
+    return 0

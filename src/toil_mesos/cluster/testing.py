@@ -1,0 +1,207 @@
+"""A mini-cluster for tests: ``with MiniCluster(work_dir, agents=2) as cluster: ...``.
+
+It does what ``toil-mesos cluster up`` does (same options, same ``cluster.json``, same
+isolation), keeps the daemons as children of the test process, and on exit guarantees that no
+process, mount, link or namespace it made is left behind. Fault tests stop, kill and restart
+the master or single agents through it.
+
+Work directories must not be under ``/tmp`` when agents get a private ``/tmp`` (root with a
+working ``unshare``), so pytest's ``tmp_path`` does not do; :func:`cluster_work_dir` makes one
+in a place agents share with the test::
+
+    @pytest.fixture
+    def cluster() -> Iterator[MiniCluster]:
+        with cluster_work_dir() as work_dir, MiniCluster(work_dir, agents=2) as mini:
+            yield mini
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from toil_mesos.cluster._isolation import Network
+from toil_mesos.cluster.launcher import (
+    DEFAULT_READY_TIMEOUT,
+    DEFAULT_STOP_TIMEOUT,
+    AgentRecord,
+    Cluster,
+    ClusterOptions,
+    ClusterRecord,
+)
+
+__all__ = ["WORK_DIR_BASE_ENV", "MiniCluster", "cluster_work_dir"]
+
+#: Where :func:`cluster_work_dir` makes directories; default ``/var/tmp``, which agents share.
+WORK_DIR_BASE_ENV: Final = "TOIL_MESOS_CLUSTER_TMPDIR"
+
+
+@contextlib.contextmanager
+def cluster_work_dir(prefix: str = "toil-mesos-cluster-", *, keep: bool = False) -> Iterator[Path]:
+    """A fresh directory agents share with the test (not under ``/tmp``); removed afterwards.
+
+    ``keep=True`` leaves it for a post-mortem. The base is ``$TOIL_MESOS_CLUSTER_TMPDIR`` or
+    ``/var/tmp``.
+    """
+    base = Path(os.environ.get(WORK_DIR_BASE_ENV, "/var/tmp"))
+    base.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class MiniCluster:
+    """A master and agents running for the duration of a ``with`` block (or start()/close()).
+
+    The options are ``cluster up``'s (``agents``, ``cpus``, ``mem``, ``disk``, ``hide``,
+    ``netns``) plus ``timeout`` for readiness, ``private_tmp`` (None: when the machine can),
+    and extra daemon arguments (``master_args``, ``agent_args``, e.g. a short
+    ``--agent-timeout`` for agent-loss tests).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path | str,
+        *,
+        agents: int = 1,
+        cpus: float = 2.0,
+        mem: int = 4096,
+        disk: int = 8192,
+        hide: Sequence[Path | str] = (),
+        netns: bool = False,
+        private_tmp: bool | None = None,
+        timeout: float = DEFAULT_READY_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        master_args: Sequence[str] = (),
+        agent_args: Sequence[str] = (),
+        master_command: Sequence[str] = (),
+        agent_command: Sequence[str] = (),
+    ) -> None:
+        self._cluster = Cluster(
+            work_dir,
+            ClusterOptions(
+                agents=agents,
+                cpus=cpus,
+                mem=mem,
+                disk=disk,
+                hide=tuple(Path(p) for p in hide),
+                netns=netns,
+                private_tmp=private_tmp,
+                ready_timeout=timeout,
+                stop_timeout=stop_timeout,
+                master_args=tuple(master_args),
+                agent_args=tuple(agent_args),
+                master_command=tuple(master_command),
+                agent_command=tuple(agent_command),
+            ),
+        )
+        self._record: ClusterRecord | None = None
+
+    def __repr__(self) -> str:
+        return f"<MiniCluster {self._cluster!r}>"
+
+    # -- lifecycle --
+
+    def start(self) -> MiniCluster:
+        """Start every daemon and wait until all are ready (ClusterError otherwise)."""
+        self._record = self._cluster.start()
+        return self
+
+    def close(self) -> None:
+        """Stop everything and remove what the cluster made; idempotent."""
+        self._cluster.close()
+        self._record = None
+
+    def __enter__(self) -> MiniCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- what runs --
+
+    @property
+    def record(self) -> ClusterRecord:
+        """What ``cluster.json`` says now."""
+        if self._record is None:
+            raise RuntimeError("the MiniCluster is not running: use it in a with block")
+        return self._record
+
+    @property
+    def work_dir(self) -> Path:
+        """The cluster's work directory."""
+        return self._cluster.work_dir
+
+    @property
+    def master(self) -> str:
+        """The master's ``HOST:PORT`` (the host's bridge address with ``netns``)."""
+        return self.record.master
+
+    @property
+    def master_pid(self) -> int:
+        """The master's pid now."""
+        return self.record.master_pid
+
+    @property
+    def agents(self) -> tuple[AgentRecord, ...]:
+        """Each agent's Mesos id, ``HOST:PORT`` and pid (the agent process itself)."""
+        return self.record.agents
+
+    @property
+    def network(self) -> Network | None:
+        """The agents' network namespaces and addresses, with ``netns``."""
+        return self.record.network
+
+    def log(self, which: str | int) -> Path:
+        """The log file of ``"master"`` or agent ``which``."""
+        name = "master" if which == "master" else f"agent-{which}"
+        return self.work_dir / "logs" / f"{name}.log"
+
+    def running(self, which: str | int) -> bool:
+        """Whether the master (``"master"``) or agent ``which`` runs."""
+        return self._cluster.running(which)
+
+    # -- faults --
+
+    def stop_master(self, timeout: float | None = None) -> None:
+        """SIGTERM the master and wait for it to exit (SIGKILL after ``timeout``)."""
+        self._cluster.stop("master", timeout=timeout)
+
+    def kill_master(self) -> None:
+        """SIGKILL the master and wait for it to exit."""
+        self._cluster.stop("master", sig=signal.SIGKILL)
+
+    def restart_master(self) -> None:
+        """Start the master again on the same address (stopping it first if it runs)."""
+        self._restart("master")
+
+    def stop_agent(self, index: int, timeout: float | None = None) -> None:
+        """SIGTERM agent ``index`` (it shuts its executors down) and wait for it to exit."""
+        self._cluster.stop(index, timeout=timeout)
+
+    def kill_agent(self, index: int) -> None:
+        """SIGKILL agent ``index``: its executors keep running, as on a real agent crash."""
+        self._cluster.stop(index, sig=signal.SIGKILL)
+
+    def restart_agent(self, index: int) -> None:
+        """Start agent ``index`` again in the same namespaces and work dir, and wait for it."""
+        self._restart(index)
+
+    def _restart(self, which: str | int) -> None:
+        self._cluster.restart(which)
+        self._record = self._cluster.record()
