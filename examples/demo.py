@@ -1,16 +1,19 @@
-"""``make demo``: the example workflow's code, from the leader to a worker that cannot see it.
+"""``make demo``: the example workflow with ``--batchSystem=mesos`` on agents that cannot see it.
 
-1. A leader virtualenv like the seed's (``--system-site-packages`` over an environment that has
-   Toil and toil-mesos) is made under ``build/demo``.
-2. ``python -m toil_mesos bundle inspect`` shows what would ship for ``python -m workflow.main``
-   run from ``examples/package-hierarchy``, and why; ``bundle build`` writes the archive.
-3. The bundle is staged into a worker cache, and the workflow's jobs are imported and run by a
-   fresh interpreter in a private mount namespace where ``examples/`` is an empty directory
-   (when namespaces are available), so the code can only come from the bundle.
+1. ``toil-mesos cluster up`` starts a local Mesos mini-cluster: a master and two agents, each in
+   a private mount namespace where the leader's directory (``$TOIL_MESOS_DEMO_DIR/leader``,
+   default ``/var/tmp/toil-mesos-demo/leader``) is empty.
+2. A leader virtualenv like the seed's (``--system-site-packages`` over an environment that has
+   Toil and toil-mesos) runs ``python -m workflow.main JOBSTORE --batchSystem=mesos`` from a copy
+   of ``examples/package-hierarchy`` in that directory. toil-mesos bundles the code, serves it,
+   and the agents' executors stage it and run Toil's workers.
+3. The workflow prints its result and, for each job, the agent and executor that ran it and
+   where it imported the user's code from (the staged bundle). ``cluster down`` stops it all.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,26 +22,26 @@ import sysconfig
 from pathlib import Path
 
 import toil_mesos
-from toil_mesos.deploy.stage import stage
 
 HERE = Path(__file__).resolve().parent
-PROJECT = HERE / "package-hierarchy"
-WORK = HERE.parent / "build" / "demo"
+# Outside this checkout: its .gitignore excludes build/, and toil-mesos honours .gitignore files
+# up to the top of a checkout, as git does. Not under /tmp, which each agent has privately.
+WORK = Path(os.environ.get("TOIL_MESOS_DEMO_DIR", "/var/tmp/toil-mesos-demo"))
+LEADER = WORK / "leader"
+CLUSTER = WORK / "cluster"
 
 
-def run(args: list[str], **kwargs: object) -> str:
+def step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     print("$", " ".join(args), flush=True)
-    proc = subprocess.run(args, text=True, capture_output=True, check=False, **kwargs)  # type: ignore[call-overload]
-    sys.stdout.write(proc.stdout)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"demo step failed with exit status {proc.returncode}")
-    return str(proc.stdout)
+    return subprocess.run(args, text=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
 def leader_venv() -> Path:
-    venv = WORK / "leader-venv"
-    shutil.rmtree(venv, ignore_errors=True)
+    venv = LEADER / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = venv / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
@@ -48,32 +51,38 @@ def leader_venv() -> Path:
     return venv / "bin" / "python"
 
 
-def main() -> None:
+def main() -> int:
+    cli = [sys.executable, "-m", "toil_mesos"]
+    run([*cli, "cluster", "down", "--work-dir", str(CLUSTER)], capture_output=True)
     shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(parents=True)
-    python = str(leader_venv())
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run([python, "-m", "toil_mesos", "bundle", "inspect", "--module", "workflow.main"],
-        cwd=PROJECT, env=env)
-    archive = Path(run([python, "-m", "toil_mesos", "bundle", "build", "--module",
-                        "workflow.main", "-o", str(WORK / "bundles")], cwd=PROJECT, env=env)
-                   .strip())
-    staged = stage(archive, archive.name.split(".")[0], cache_dir=WORK / "worker-cache")
-    print(f"staged {staged.sha256[:12]} with roots {[str(r) for r in staged.roots]}")
-    probe = (
-        "from workflow.main import sort_chunk, where\n"
-        "print('worker sorted', sort_chunk(None, [5, 3, 9, 1])['sorted'])\n"
-        "print('worker imported the code from', where()['code'])\n"
-    )
-    worker = [sys.executable, "-c", probe]
-    if shutil.which("unshare") and os.geteuid() == 0:
-        # Hide examples/ behind an empty tmpfs, as an agent that cannot see the leader's files.
-        hide = f"mount -t tmpfs none {HERE} && exec \"$@\""
-        worker = ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh",
-                  *worker]
-    run(worker, cwd=WORK / "worker-cache",
-        env={**env, "PYTHONPATH": os.pathsep.join(str(r) for r in staged.roots)})
+    LEADER.mkdir(parents=True)
+    project = LEADER / "package-hierarchy"
+    shutil.copytree(HERE / "package-hierarchy", project)
+    python = leader_venv()
+
+    step("start a master and two agents that cannot see the leader's directory")
+    up = run([*cli, "cluster", "up", "--work-dir", str(CLUSTER), "--agents", "2",
+              "--hide", str(LEADER)], capture_output=True)
+    sys.stdout.write(up.stdout)
+    if up.returncode != 0:
+        sys.stderr.write(up.stderr)
+        return up.returncode
+    master = json.loads((CLUSTER / "cluster.json").read_text())["master"]
+    try:
+        step("run the workflow on the leader with --batchSystem=mesos")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
+        workflow = run(
+            [str(python), "-m", "workflow.main", str(WORK / "jobstore"), "--batchSystem",
+             "mesos", "--mesosEndpoint", master,
+             "--mesosExecutor", f"{sys.executable} -m toil_mesos.executor",
+             "--logLevel", "WARNING"],
+            cwd=project, env=env,
+        )
+    finally:
+        step("stop the cluster")
+        run([*cli, "cluster", "down", "--work-dir", str(CLUSTER)])
+    return workflow.returncode
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``--batchSystem=mesos`` end to end, on agents that cannot see the leader's files.
+
+The leader's project and virtualenv live in one directory that every agent's mount namespace
+covers with an empty one (``--hide``), so a job can import the user's code only from the bundle
+the leader shipped. Each job reports where it ran (agent, executor) and which copy of the code it
+imported; the same run with ``--disableAutoDeployment`` must fail on the agents, which proves the
+test can fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import toil_mesos
+from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+EXECUTOR = f"{sys.executable} -m toil_mesos.executor"
+JOB_LINE = re.compile(r"job ran on host=(\S+) agent=(\S+) executor=(\S+) with code from (\S+)")
+
+
+@pytest.fixture(scope="module")
+def isolated() -> Iterator[tuple[MiniCluster, Path]]:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("hiding the leader's files from agents needs root and unshare")
+    with cluster_work_dir("toil-mesos-e2e-") as work:
+        leader = work / "leader"
+        leader.mkdir()
+        with MiniCluster(work / "cluster", agents=2, hide=[leader]) as mini:
+            yield mini, leader
+
+
+def leader_venv(leader: Path) -> Path:
+    """The seed's leader venv: Toil and toil-mesos come from the "system", the code ships."""
+    venv = leader / "venv"
+    if not venv.exists():
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        site = venv / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
+        src = Path(toil_mesos.__file__).resolve().parents[1]
+        (site / "_appliance.pth").write_text(f"{sysconfig.get_path('purelib')}\n{src}\n")
+    return venv / "bin" / "python"
+
+
+def run_workflow(mini: MiniCluster, leader: Path, job_store: Path, *extra: str,
+                 ) -> subprocess.CompletedProcess[str]:
+    project = leader / "package-hierarchy"
+    if not project.exists():
+        shutil.copytree(EXAMPLES / "package-hierarchy", project)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
+    return subprocess.run(
+        [str(leader_venv(leader)), "-m", "workflow.main", str(job_store),
+         "--batchSystem", "mesos", "--mesosEndpoint", mini.master, "--mesosExecutor", EXECUTOR,
+         "--count", "40", "--chunks", "4", "--logLevel", "INFO", "--retryCount", "0", *extra],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+
+
+def test_hidden_paths_really_are_hidden_from_agents(isolated):
+    mini, leader = isolated
+    (leader / "marker").write_text("leader only")
+    agent_pid = mini.agents[0].pid
+    probe = subprocess.run(["nsenter", f"--mount=/proc/{agent_pid}/ns/mnt", "ls", "-A",
+                            str(leader)], capture_output=True, text=True, timeout=30, check=False)
+    assert probe.returncode == 0 and probe.stdout.strip() == ""
+
+
+def test_package_hierarchy_runs_on_isolated_agents_from_the_bundle(isolated):
+    mini, leader = isolated
+    proc = run_workflow(mini, leader, mini.work_dir / "js-ok")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = JOB_LINE.findall(proc.stdout)
+    assert len(jobs) == 4, proc.stdout
+    agents = {agent for _, agent, _, _ in jobs}
+    assert agents <= {a.id for a in mini.agents} and len(agents) > 1, jobs
+    assert all(executor.startswith("toil-") for _, _, executor, _ in jobs)
+    assert all("/toil-mesos/bundles/" in code for _, _, _, code in jobs), jobs
+    assert str(leader) not in proc.stdout.split("sorted", 1)[1]
+    assert "shipping the workflow's code to the agents" in proc.stderr
+    assert "does not support auto-deployment" not in proc.stderr
+
+
+def test_without_auto_deployment_the_agents_cannot_import_the_code(isolated):
+    mini, leader = isolated
+    proc = run_workflow(mini, leader, mini.work_dir / "js-off", "--disableAutoDeployment", "True")
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "No module named 'workflow'" in output or "No module named 'util'" in output, (
+        output[-4000:]
+    )
+
+
+SLEEPER = '''
+import sys
+from toil.common import Toil
+from toil.job import Job
+
+def nap(job):
+    import time
+    time.sleep(600)
+
+if __name__ == "__main__":
+    options = Job.Runner.getDefaultArgumentParser().parse_args()
+    with Toil(options) as toil:
+        toil.start(Job.wrapJobFn(nap, cores=1, memory="100M", disk="10M"))
+'''
+
+
+def master_state(mini: MiniCluster) -> dict:  # type: ignore[type-arg]
+    with urllib.request.urlopen(f"http://{mini.master}/state", timeout=10) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+def wait_until(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigterm_on_the_leader_tears_the_framework_down(isolated):
+    mini, leader = isolated
+    script_dir = leader / "sleeper"
+    script_dir.mkdir(exist_ok=True)
+    (script_dir / "sleeper.py").write_text(SLEEPER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
+    process = subprocess.Popen(
+        [str(leader_venv(leader)), "sleeper.py", str(mini.work_dir / "js-term"),
+         "--batchSystem", "mesos", "--mesosEndpoint", mini.master, "--mesosExecutor", EXECUTOR,
+         "--logLevel", "INFO"],
+        cwd=script_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        def running() -> bool:
+            return any(t["state"] == "TASK_RUNNING"
+                       for f in master_state(mini)["frameworks"] for t in f["tasks"])
+
+        assert wait_until(running), "the sleeping job never started"
+        process.terminate()
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert "torn down" in output, output[-3000:]
+    assert wait_until(lambda: not master_state(mini)["frameworks"], timeout=30)
