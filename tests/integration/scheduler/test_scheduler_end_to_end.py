@@ -161,3 +161,36 @@ def test_sigterm_on_the_leader_tears_the_framework_down(isolated):
     assert process.returncode != 0
     assert "torn down" in output, output[-3000:]
     assert wait_until(lambda: not master_state(mini)["frameworks"], timeout=30)
+
+
+@pytest.fixture(scope="module")
+def networked() -> Iterator[tuple[MiniCluster, Path]]:
+    """Agents in network namespaces of their own: the leader is reachable only by routing."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    with cluster_work_dir("toil-mesos-e2e-net-") as work:
+        leader = work / "leader"
+        leader.mkdir()
+        with MiniCluster(work / "cluster", agents=2, hide=[leader], netns=True) as mini:
+            yield mini, leader
+
+
+def test_agents_on_their_own_network_fetch_from_the_routed_address(networked):
+    mini, leader = networked
+    assert not mini.master.startswith("127.")
+    proc = run_workflow(mini, leader, mini.work_dir / "js-net")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(JOB_LINE.findall(proc.stdout)) == 4
+    server = re.search(r"shipping the workflow's code .* from http://([0-9.]+):", proc.stderr)
+    assert server is not None and server[1] == mini.master.split(":")[0]
+
+
+def test_an_unreachable_bundle_address_stops_the_workflow_with_the_fix(networked):
+    mini, leader = networked
+    started = time.monotonic()
+    proc = run_workflow(mini, leader, mini.work_dir / "js-loopback",
+                        "--mesosBundleAddress", "127.0.0.1")
+    assert proc.returncode != 0
+    assert "could not fetch the workflow's code from http://127.0.0.1" in proc.stderr
+    assert "--mesosBundleAddress" in proc.stderr
+    assert time.monotonic() - started < 120  # no silent retries
