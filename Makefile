@@ -21,6 +21,7 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/bench_bundle.py --json build/bench/bundle.json
+	$(PY) bench/bench_cluster.py --json build/bench/cluster.json
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
