@@ -43,7 +43,7 @@ from toil_mesos.cluster._isolation import (
     pids_in_mount_namespace,
     resolve_hide_paths,
 )
-from toil_mesos.cluster.launcher import ProcessRef
+from toil_mesos.cluster.launcher import ClusterOptions, ProcessRef, _needed_under_tmp
 from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
 
 needs_isolation = pytest.mark.skipif(
@@ -102,10 +102,11 @@ def test_nested_hide_paths_collapse_into_parent(tmp_path: Path) -> None:
 
 def test_isolation_script_covers_hidden_paths_then_tmp(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
-    script = MountIsolation(hide=(Path(sys.prefix), tmp_path / "f")).script()
+    hidden = Path("/usr/lib")  # any directory outside /tmp: the script is only generated here
+    script = MountIsolation(hide=(hidden, tmp_path / "f")).script()
     lines = script.splitlines()
     assert lines[0] == "set -e" and lines[-1] == 'exec "$@"'
-    assert any(line.endswith(f"toil-mesos-hidden {sys.prefix}") for line in lines)
+    assert any(line.endswith(f"toil-mesos-hidden {hidden}") for line in lines)
     # The agents' fresh /tmp covers tmp_path, so no mount is attempted for it.
     assert not any(str(tmp_path) in line for line in lines)
     assert lines[-4].endswith("toil-mesos-tmp /tmp")
@@ -137,6 +138,11 @@ def test_network_record_naming_foreign_objects_is_refused(field: str, value: obj
 # --- mount namespaces ----------------------------------------------------------------------------
 
 
+def kept_under_tmp(keep: tuple[Path, ...]) -> list[str]:
+    """The names in an agent's fresh /tmp: the top directories of what it had to keep."""
+    return sorted({p.relative_to("/tmp").parts[0] for p in keep})
+
+
 @pytest.mark.integration
 @needs_isolation
 def test_agent_namespace_hides_paths_and_has_empty_tmp(shared_dir: Path) -> None:
@@ -144,9 +150,14 @@ def test_agent_namespace_hides_paths_and_has_empty_tmp(shared_dir: Path) -> None
     secret_dir.mkdir()
     secret_file = secret_dir / "workflow.py"
     secret_file.write_text("the leader's code")
+    # When this checkout lives under /tmp (a CI clone), Python itself must stay visible.
+    keep = _needed_under_tmp(ClusterOptions())
+    staging = shared_dir / "staging"
+    staging.mkdir()
     with tempfile.NamedTemporaryFile(dir="/tmp", prefix="host-only-") as host_tmp:
         before = mounts_mentioning("toil-mesos")
-        isolation = MountIsolation(hide=resolve_hide_paths([secret_dir]))
+        isolation = MountIsolation(hide=resolve_hide_paths([secret_dir]), keep=keep,
+                                   staging=staging if keep else None)
         argv = isolation.wrap(
             [sys.executable, "-c", PROBE, str(secret_dir), str(secret_file), host_tmp.name]
         )
@@ -156,7 +167,8 @@ def test_agent_namespace_hides_paths_and_has_empty_tmp(shared_dir: Path) -> None
         assert seen["hidden_listing"] == []
         assert "secret" not in seen and seen["secret_error"] == "No such file or directory"
         assert seen["write_error"] == "Read-only file system"
-        assert seen["tmp_listing"] == [] and seen["host_tmp_file_visible"] is False
+        assert seen["tmp_listing"] == kept_under_tmp(keep)
+        assert seen["host_tmp_file_visible"] is False
         assert seen["cwd"] == "/"
         # The host's view is unchanged: same files, no mount leaked out of the namespace.
         assert secret_file.read_text() == "the leader's code"
@@ -378,11 +390,13 @@ def test_agent_code_under_tmp_stays_visible_read_only_in_the_fresh_tmp(shared_di
         agent = (sys.executable, str(script), "agent")
         with MiniCluster(shared_dir, master_command=FAKE_MASTER, agent_command=agent) as cluster:
             agent_tmp = Path(f"/proc/{cluster.agents[0].pid}/root/tmp")
-            assert sorted(p.name for p in agent_tmp.iterdir()) == [Path(code).name]
+            expected = sorted({Path(code).name, *kept_under_tmp(_needed_under_tmp(
+                ClusterOptions()))})
+            assert sorted(p.name for p in agent_tmp.iterdir()) == expected
             assert not (agent_tmp / Path(marker.name).name).exists()
             with pytest.raises(OSError, match="Read-only file system"):
                 (agent_tmp / Path(code).name / script.name).write_text("x")
             record = cluster.record
-            assert record.isolation is not None and record.isolation.keep == (script,)
+            assert record.isolation is not None and script in record.isolation.keep
         assert script.read_text() == Path(FAKE_AGENT[1]).read_text()
         assert mounts_mentioning(str(shared_dir)) == []
