@@ -74,7 +74,7 @@ def main() -> int:
         workflow = run(
             [str(python), "-m", "workflow.main", str(WORK / "jobstore"), "--batchSystem",
              "mesos", "--mesosEndpoint", master,
-             "--mesosExecutor", f"{sys.executable} -m toil_mesos.executor",
+             "--mesosExecutor", f"{Path(sys.executable).parent / 'toil-mesos'} executor",
              "--logLevel", "WARNING"],
             cwd=project, env=env,
         )

@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``toil-mesos`` and ``python -m toil_mesos``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "executor":
+        # What the Mesos agent runs; it configures its own logging (INFO, to the sandbox).
+        from toil_mesos.executor.__main__ import main as executor_main
+
+        return executor_main()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -58,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser(
+        "executor",
+        help="the Mesos executor that runs Toil's workers (started by Mesos agents, not by hand)",
+    )
 
     bundle = commands.add_parser("bundle", help="inspect or build the bundle of a workflow")
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)

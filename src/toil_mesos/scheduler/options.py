@@ -21,7 +21,7 @@ from toil_mesos.deploy.options import DEFAULT_MAX_BYTES, DeployOptions, NativePo
 __all__ = ["MesosOptions", "add_options", "set_options"]
 
 DEFAULT_ENDPOINT = "localhost:5050"
-DEFAULT_EXECUTOR = "python3 -m toil_mesos.executor"
+DEFAULT_EXECUTOR = "toil-mesos executor"
 
 #: (flags, dest, environment variable, kwargs): one table for the parser, setOptions and docs.
 _OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [

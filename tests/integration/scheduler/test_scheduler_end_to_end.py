@@ -29,7 +29,8 @@ from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-EXECUTOR = f"{sys.executable} -m toil_mesos.executor"
+# As agents start it; absolute, since agents run executors with a fixed PATH.
+EXECUTOR = f"{Path(sys.executable).parent / 'toil-mesos'} executor"
 JOB_LINE = re.compile(r"job ran on host=(\S+) agent=(\S+) executor=(\S+) with code from (\S+)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ from toil_mesos.scheduler.batch_system import MesosBatchSystem
 
 pytestmark = pytest.mark.integration
 
-EXECUTOR = f"{sys.executable} -m toil_mesos.executor"
+# As agents start it; absolute, since agents run executors with a fixed PATH.
+EXECUTOR = f"{Path(sys.executable).parent / 'toil-mesos'} executor"
 
 
 @pytest.fixture(scope="module")
