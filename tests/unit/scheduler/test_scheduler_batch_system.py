@@ -345,3 +345,16 @@ def test_get_nodes_uses_what_executors_report(system):
         8, 32 * GIB, 3, 0.25)
     assert system.nodeInUse("host-a1") and not system.nodeInUse("host-other")
     assert system.getNodes(preemptible=True) == {}
+
+
+def test_issue_to_running_latency_is_summarised_at_shutdown(caplog):
+    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=RecordingDriver)
+    driver = driver_of(batch)
+    batch.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [offer()])
+    [task] = driver.launched()
+    driver.scheduler.statusUpdate(driver, status(task, "TASK_RUNNING"))
+    with caplog.at_level("INFO", logger="toil_mesos"):
+        batch.shutdown()
+    assert "1 jobs started on Mesos; issue-to-running latency: median" in caplog.text
