@@ -19,8 +19,11 @@ test: $(VENV)/.installed
 	scripts/system-deps
 	$(PY) -m pytest
 
+# QUICK=1 for small sizes. Figures are printed and written to build/bench/*.json.
 bench: $(VENV)/.installed
-	$(PY) bench/bench_bundle.py --json build/bench/bundle.json
+	$(PY) bench/bench_bundle.py $(if $(QUICK),--quick) --json build/bench/bundle.json
+	$(PY) bench/bench_stage.py $(if $(QUICK),--quick) --json build/bench/stage.json
+	$(PY) bench/bench_launch.py $(if $(QUICK),--quick) --json build/bench/launch.json
 	$(PY) bench/bench_cluster.py --json build/bench/cluster.json
 
 lint: $(VENV)/.installed
