@@ -37,6 +37,9 @@ class TaskSpec:
     #: The leader's Python (major.minor) and Toil versions, which the worker must match.
     python: str = ""
     toil: str | None = None
+    #: Toil's ``WorkerCleanupInfo`` fields (work_dir, coordination_dir, workflow_id,
+    #: clean_work_dir), for the end-of-node cleanup the executor runs when it shuts down.
+    cleanup: Mapping[str, str | None] | None = None
     version: int = TASK_SPEC_VERSION
 
     def to_json(self) -> bytes:
@@ -50,6 +53,7 @@ class TaskSpec:
                 "bundle_sha256": self.bundle_sha256,
                 "python": self.python,
                 "toil": self.toil,
+                "cleanup": None if self.cleanup is None else dict(self.cleanup),
             },
             separators=(",", ":"),
         ).encode()
@@ -90,7 +94,27 @@ class TaskSpec:
             bundle_sha256=bundle,
             python=_str(document, "python"),
             toil=_opt_str(document, "toil"),
+            cleanup=_cleanup(document.get("cleanup")),
         )
+
+
+_CLEANUP_FIELDS = ("work_dir", "coordination_dir", "workflow_id", "clean_work_dir")
+
+
+def _cleanup(value: Any) -> dict[str, str | None] | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != set(_CLEANUP_FIELDS)
+        or not all(v is None or isinstance(v, str) for v in value.values())
+        or not isinstance(value.get("workflow_id"), str)
+    ):
+        raise TaskSpecError(
+            f"task spec cleanup must give {', '.join(_CLEANUP_FIELDS)} as strings "
+            f"(work_dir and coordination_dir may be null), not {value!r}"
+        )
+    return dict(value)
 
 
 def _str(document: dict[str, Any], key: str) -> str:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Mapping
@@ -55,6 +56,12 @@ _DEFAULT_GRACE = 5.0
 #: How often an executor reports its node to the scheduler, and the variable that changes it.
 NODE_REPORT_ENV = "TOIL_MESOS_NODE_REPORT_SECONDS"
 _NODE_REPORT_SECONDS = 30.0
+_CLEANUP_TIMEOUT = 300.0
+_CLEANUP_CODE = (
+    "import json, sys\n"
+    "from toil.batchSystems.abstractBatchSystem import BatchSystemSupport, WorkerCleanupInfo\n"
+    "BatchSystemSupport.workerCleanup(WorkerCleanupInfo(**json.loads(sys.argv[1])))\n"
+)
 
 
 class TaskPhase(enum.Enum):
@@ -128,6 +135,8 @@ class ToilExecutor(Executor):
         self._stopping = threading.Event()
         self._report_interval = float(self._env.get(NODE_REPORT_ENV) or _NODE_REPORT_SECONDS)
         self._reporter: threading.Thread | None = None
+        #: Toil's cleanup info and the environment of the last worker, for the end of the node.
+        self._cleanup: tuple[Mapping[str, str | None], dict[str, str]] | None = None
 
     # ---- callbacks (the driver's thread) -----------------------------------------------------
 
@@ -182,6 +191,38 @@ class ToilExecutor(Executor):
         for record in records:
             if record.thread is not None:
                 record.thread.join(timeout=self._grace + 10)
+        self._end_of_node_cleanup()
+
+    def _end_of_node_cleanup(self) -> None:
+        """Run Toil's worker cleanup once no worker of this workflow is left on the node.
+
+        A worker that was killed leaves its deferred functions behind; Toil runs them here,
+        and they import the user's code, so the cleanup runs in a child process with the
+        bundle first on its path (and an exception in user code cannot reach the executor).
+        """
+        with self._lock:
+            cleanup = self._cleanup
+        if cleanup is None:
+            return
+        info, env = cleanup
+        logs = self._sandbox / "tasks"
+        logs.mkdir(parents=True, exist_ok=True)
+        try:
+            with (logs / "cleanup.stdout").open("ab") as out, \
+                    (logs / "cleanup.stderr").open("ab") as err:
+                done = subprocess.run(
+                    [sys.executable, "-c", _CLEANUP_CODE, json.dumps(dict(info))],
+                    env=env, cwd=logs, stdout=out, stderr=err, timeout=_CLEANUP_TIMEOUT,
+                    check=False,
+                )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            logger.warning("Toil's end-of-node cleanup did not finish: %s", exc)
+            return
+        if done.returncode == 0:
+            logger.info("ran Toil's end-of-node cleanup for workflow %s", info["workflow_id"])
+        else:
+            logger.warning("Toil's end-of-node cleanup exited with %d; see %s",
+                           done.returncode, logs / "cleanup.stderr")
 
     # ---- one thread per task -----------------------------------------------------------------
 
@@ -212,6 +253,9 @@ class ToilExecutor(Executor):
             self._finish(driver, record, TaskPhase.FAILED, f"cannot stage the bundle: {exc}",
                          exit_status=None, failure="staging")
             return
+        if spec.cleanup is not None:
+            with self._lock:
+                self._cleanup = (spec.cleanup, self._worker_env(spec, roots, record.task_id))
         worker = self._start_worker(driver, record, spec, roots)
         if worker is None:
             return

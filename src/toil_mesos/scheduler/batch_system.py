@@ -517,6 +517,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                 bundle_sha256=deployment.sha256,
                 python="{}.{}".format(*sys.version_info[:2]),
                 toil=_installed_toil(),
+                cleanup=dict(self.workerCleanupInfo._asdict()),
             )
             tasks.append(task_info(job=request, name=job.name, task_id=task_id, offer=offer,
                                    executor=executor, spec=spec))

@@ -195,3 +195,48 @@ def test_an_unreachable_bundle_address_stops_the_workflow_with_the_fix(networked
     assert "could not fetch the workflow's code from http://127.0.0.1" in proc.stderr
     assert "--mesosBundleAddress" in proc.stderr
     assert time.monotonic() - started < 120  # no silent retries
+
+
+CRASHER = '''
+import os, signal
+from toil.common import Toil
+from toil.job import Job
+
+
+def leave_marker(path):
+    with open(path, "w") as out:
+        out.write("deferred ran")
+
+
+def crash(job, path):
+    job.defer(leave_marker, path)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    parser = Job.Runner.getDefaultArgumentParser()
+    parser.add_argument("--marker")
+    options = parser.parse_args()
+    with Toil(options) as toil:
+        toil.start(Job.wrapJobFn(crash, options.marker, cores=1, memory="100M", disk="10M"))
+'''
+
+
+def test_deferred_functions_of_a_killed_worker_run_at_the_end_of_the_node(isolated):
+    mini, leader = isolated
+    script_dir = leader / "crasher"
+    script_dir.mkdir(exist_ok=True)
+    (script_dir / "crasher.py").write_text(CRASHER)
+    marker = mini.work_dir / "deferred-marker"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
+    proc = subprocess.run(
+        [str(leader_venv(leader)), "crasher.py", str(mini.work_dir / "js-crash"),
+         "--batchSystem", "mesos", "--mesosEndpoint", mini.master, "--mesosExecutor", EXECUTOR,
+         "--retryCount", "0", "--marker", str(marker)],
+        cwd=script_dir, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode != 0  # the worker was killed, so the job failed
+    # The executor runs Toil's cleanup when the framework is torn down at the leader's exit;
+    # the deferred function lives in the user's module, which only the bundle provides.
+    assert wait_until(marker.exists, timeout=60), proc.stderr[-3000:]
+    assert marker.read_text() == "deferred ran"

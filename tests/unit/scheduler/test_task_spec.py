@@ -15,6 +15,8 @@ SPEC = TaskSpec(
     bundle_sha256="b" * 64,
     python="3.11",
     toil="9.6.0",
+    cleanup={"work_dir": None, "coordination_dir": None, "workflow_id": "wf",
+             "clean_work_dir": "always"},
 )
 
 
@@ -42,6 +44,9 @@ def mutated(**changes: object) -> bytes:
         (mutated(environment={"A": 1}), "environment must map strings to strings"),
         (mutated(bundle_sha256="../x"), "bundle_sha256 is not a sha256"),
         (mutated(toil=9), "'toil' must be a string or null"),
+        (mutated(cleanup={"workflow_id": "wf"}), "cleanup must give work_dir"),
+        (mutated(cleanup={"work_dir": None, "coordination_dir": None, "workflow_id": None,
+                          "clean_work_dir": "always"}), "cleanup must give"),
     ],
 )
 def test_bad_task_data_is_refused(data, problem):
