@@ -18,27 +18,16 @@ import os
 import re
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
-import toil_mesos
-from toil_mesos.cluster.testing import MiniCluster
+from toil_mesos.cluster.testing import MiniCluster, leader_venv
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO = 1.5
 LATENCY = re.compile(r"(\d+) jobs started on Mesos; issue-to-running latency: median "
                      r"([0-9.]+) s, p95 ([0-9.]+) s, max ([0-9.]+) s")
-
-
-def leader_venv(path: Path) -> Path:
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(path)], check=True)
-    site = path / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
-    src = Path(toil_mesos.__file__).resolve().parents[1]
-    (site / "_appliance.pth").write_text(f"{sysconfig.get_path('purelib')}\n{src}\n")
-    return path / "bin" / "python"
 
 
 def run(python: Path, job_store: Path, jobs: int, *options: str) -> tuple[float, str]:

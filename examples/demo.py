@@ -18,10 +18,9 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
-import toil_mesos
+from toil_mesos.cluster.testing import leader_venv
 
 HERE = Path(__file__).resolve().parent
 # Outside this checkout: its .gitignore excludes build/, and toil-mesos honours .gitignore files
@@ -40,17 +39,6 @@ def run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, text=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
-def leader_venv() -> Path:
-    venv = LEADER / "venv"
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = venv / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
-    # What --system-site-packages gives in the Toil Appliance: Toil and toil-mesos, visible.
-    src = Path(toil_mesos.__file__).resolve().parents[1]
-    (site / "_appliance.pth").write_text(f"{sysconfig.get_path('purelib')}\n{src}\n")
-    return venv / "bin" / "python"
-
-
 def main() -> int:
     cli = [sys.executable, "-m", "toil_mesos"]
     run([*cli, "cluster", "down", "--work-dir", str(CLUSTER)], capture_output=True)
@@ -58,7 +46,7 @@ def main() -> int:
     LEADER.mkdir(parents=True)
     project = LEADER / "package-hierarchy"
     shutil.copytree(HERE / "package-hierarchy", project)
-    python = leader_venv()
+    python = leader_venv(LEADER / "venv")
 
     step("start a master and two agents that cannot see the leader's directory")
     up = run([*cli, "cluster", "up", "--work-dir", str(CLUSTER), "--agents", "2",

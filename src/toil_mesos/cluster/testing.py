@@ -21,12 +21,16 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+import toil_mesos
 from toil_mesos.cluster._isolation import Network
 from toil_mesos.cluster.launcher import (
     DEFAULT_READY_TIMEOUT,
@@ -37,10 +41,28 @@ from toil_mesos.cluster.launcher import (
     ClusterRecord,
 )
 
-__all__ = ["WORK_DIR_BASE_ENV", "MiniCluster", "cluster_work_dir"]
+__all__ = ["WORK_DIR_BASE_ENV", "MiniCluster", "cluster_work_dir", "leader_venv"]
 
 #: Where :func:`cluster_work_dir` makes directories; default ``/var/tmp``, which agents share.
 WORK_DIR_BASE_ENV: Final = "TOIL_MESOS_CLUSTER_TMPDIR"
+
+
+def leader_venv(path: Path, *, with_pip: bool = False) -> Path:
+    """A leader virtualenv like the seed's, where Toil comes from "the system"; its python.
+
+    The Toil Appliance's leader makes ``virtualenv --system-site-packages``, so Toil and this
+    project come from the image and only the user's code is the leader's own. Here the "system"
+    is this environment: the venv is made by the base interpreter and a ``.pth`` file puts this
+    environment's site-packages and this project's sources on its path. ``with_pip`` also
+    installs pip and setuptools into the venv itself (so that bundles must leave them out).
+    """
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", *(() if with_pip else ("--without-pip",)), str(path)],
+                   check=True, capture_output=True, timeout=300)
+    site = path / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
+    source = Path(toil_mesos.__file__).resolve().parents[1]
+    (site / "_appliance.pth").write_text(f"{sysconfig.get_path('purelib')}\n{source}\n")
+    return path / "bin" / "python"
 
 
 @contextlib.contextmanager

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import toil_mesos
+from toil_mesos.cluster.testing import leader_venv
 from toil_mesos.deploy.manifest import Manifest
 from toil_mesos.deploy.stage import StagedBundle, stage
 
-BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 PROJECT_SITE = sysconfig.get_path("purelib")
 PROJECT_SRC = str(Path(toil_mesos.__file__).parents[1])
 PY = "python{}.{}".format(*sys.version_info[:2])
@@ -44,10 +44,8 @@ class LeaderVenv:
 
 
 def make_venv(path: Path, *, with_pip: bool = False) -> LeaderVenv:
-    run([BASE_PYTHON, "-m", "venv", *(() if with_pip else ("--without-pip",)), str(path)])
-    site_packages = path / "lib" / PY / "site-packages"
-    (site_packages / "_appliance.pth").write_text(f"{PROJECT_SITE}\n{PROJECT_SRC}\n")
-    return LeaderVenv(path, path / "bin" / "python", site_packages)
+    python = leader_venv(path, with_pip=with_pip)
+    return LeaderVenv(path, python, path / "lib" / PY / "site-packages")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-import toil_mesos
-from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
+from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir, leader_venv
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +43,10 @@ def isolated() -> Iterator[tuple[MiniCluster, Path]]:
             yield mini, leader
 
 
-def leader_venv(leader: Path) -> Path:
-    """The seed's leader venv: Toil and toil-mesos come from the "system", the code ships."""
+def leader_python(leader: Path) -> Path:
+    """The seed's leader venv (Toil from "the system"), made once per leader directory."""
     venv = leader / "venv"
-    if not venv.exists():
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-        site = venv / "lib" / "python{}.{}".format(*sys.version_info[:2]) / "site-packages"
-        src = Path(toil_mesos.__file__).resolve().parents[1]
-        (site / "_appliance.pth").write_text(f"{sysconfig.get_path('purelib')}\n{src}\n")
-    return venv / "bin" / "python"
+    return venv / "bin" / "python" if venv.exists() else leader_venv(venv)
 
 
 def run_workflow(mini: MiniCluster, leader: Path, job_store: Path, *extra: str,
@@ -64,7 +56,7 @@ def run_workflow(mini: MiniCluster, leader: Path, job_store: Path, *extra: str,
         shutil.copytree(EXAMPLES / "package-hierarchy", project)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
     return subprocess.run(
-        [str(leader_venv(leader)), "-m", "workflow.main", str(job_store),
+        [str(leader_python(leader)), "-m", "workflow.main", str(job_store),
          "--batchSystem", "mesos", "--mesosEndpoint", mini.master, "--mesosExecutor", EXECUTOR,
          "--count", "40", "--chunks", "4", "--logLevel", "INFO", "--retryCount", "0", *extra],
         cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
@@ -142,7 +134,7 @@ def test_sigterm_on_the_leader_tears_the_framework_down(isolated):
     (script_dir / "sleeper.py").write_text(SLEEPER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
     process = subprocess.Popen(
-        [str(leader_venv(leader)), "sleeper.py", str(mini.work_dir / "js-term"),
+        [str(leader_python(leader)), "sleeper.py", str(mini.work_dir / "js-term"),
          "--batchSystem", "mesos", "--mesosEndpoint", mini.master, "--mesosExecutor", EXECUTOR,
          "--logLevel", "INFO"],
         cwd=script_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -230,7 +222,7 @@ def test_deferred_functions_of_a_killed_worker_run_at_the_end_of_the_node(isolat
     marker = mini.work_dir / "deferred-marker"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "TOIL"))}
     proc = subprocess.run(
-        [str(leader_venv(leader)), "crasher.py", str(mini.work_dir / "js-crash"),
+        [str(leader_python(leader)), "crasher.py", str(mini.work_dir / "js-crash"),
          "--batchSystem", "mesos", "--mesosEndpoint", mini.master, "--mesosExecutor", EXECUTOR,
          "--retryCount", "0", "--marker", str(marker)],
         cwd=script_dir, env=env, capture_output=True, text=True, timeout=300, check=False,
