@@ -24,6 +24,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_bundle.py $(if $(QUICK),--quick) --json build/bench/bundle.json
 	$(PY) bench/bench_stage.py $(if $(QUICK),--quick) --json build/bench/stage.json
 	$(PY) bench/bench_launch.py $(if $(QUICK),--quick) --json build/bench/launch.json
+	$(PY) bench/bench_startup.py --json build/bench/startup.json
 	$(PY) bench/bench_cluster.py --json build/bench/cluster.json
 
 lint: $(VENV)/.installed

@@ -58,12 +58,10 @@ class Bundle:
     sha256: str
     path: Path
     manifest: Manifest
+    #: The archive's size in bytes, as written.
+    size: int
     #: True when an identical archive was already in the output directory.
     reused: bool = False
-
-    @property
-    def size(self) -> int:
-        return self.path.stat().st_size
 
 
 def build(contents: Contents, out_dir: Path, *, toil_version: str | None = None) -> Bundle:
@@ -104,7 +102,8 @@ def build(contents: Contents, out_dir: Path, *, toil_version: str | None = None)
         cache.save(out_dir)
         logger.info("bundle %s unchanged (%d files, %d bytes): reused",
                     known[:12], len(manifest.files), manifest.total_bytes)
-        return Bundle(known, out_dir / f"{known}{ARCHIVE_SUFFIX}", manifest, reused=True)
+        path = out_dir / f"{known}{ARCHIVE_SUFFIX}"
+        return Bundle(known, path, manifest, path.stat().st_size, reused=True)
     sha256 = _write_archive(manifest, manifest_bytes, contents.files, out_dir)
     cache.remember_archive(manifest_digest, sha256)
     cache.save(out_dir)
@@ -114,7 +113,7 @@ def build(contents: Contents, out_dir: Path, *, toil_version: str | None = None)
         sha256[:12], len(manifest.roots), len(manifest.files), manifest.total_bytes,
         path.stat().st_size, time.monotonic() - started,
     )
-    return Bundle(sha256, path, manifest)
+    return Bundle(sha256, path, manifest, path.stat().st_size)
 
 
 def _installed_toil() -> str | None:
