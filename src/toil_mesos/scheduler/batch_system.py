@@ -203,6 +203,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         self._suppressed = False
         self._fatal: BaseException | None = None
         self._deployment: _Deployment | None = None
+        self._deploy_lock = threading.Lock()
         self._bundle_server: BundleServer | None = None
         self._framework_id: str | None = self._options.framework_id
         #: Names this leader run's tasks and executors apart from any other run's.
@@ -387,45 +388,50 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
     # ---- deployment ----------------------------------------------------------------------------
 
     def _deploy(self, job_desc: Any) -> _Deployment:
-        """Build and serve the bundle once, before the first job; a failure stops the workflow."""
-        with self._lock:
-            if self._deployment is not None:
-                return self._deployment
-            if not self._auto_deploy:
-                logger.info("auto-deployment is disabled: the workflow's code must already be "
-                            "importable on every agent")
-                self._deployment = _Deployment(None, None, None)
-                return self._deployment
-            module = user_module_of(sys.modules["__main__"]) or _module_of(job_desc)
-            try:
-                plan = locate(module, environment=self._python_environment,
-                              options=self._options.deploy)
-                contents = scan(plan, self._options.deploy)
-                check_native(contents, self._options.deploy.native,
-                             option="--mesosNativeCode")
-                if not contents.files:
-                    self._deployment = _Deployment(None, None, contents)
-                    logger.info("nothing to ship: the workflow's code comes with the agents")
-                    return self._deployment
-                bundle = build(contents, self._bundle_dir)
-            except BundleError as exc:
-                raise BundleError(
-                    f"{exc}\nNo job of this workflow has run. Fix the problem, then run the "
-                    "same command with --restart (the job store is kept), or `toil clean` the "
-                    "job store and run it again."
-                ) from None
-            host, port = self._bundle_endpoint()
-            self._bundle_server = BundleServer(host, port)
-            self._bundle_server.add(bundle.path)
-            url = self._bundle_server.url(bundle.sha256, host=self._advertised_host(host))
-            logger.info(
-                "shipping the workflow's code to the agents: bundle %s (%d roots, %d files, "
-                "%d bytes) from %s",
-                bundle.sha256[:12], len(contents.roots), len(contents.files),
-                contents.total_bytes, url.split("/bundles/")[0],
-            )
-            self._deployment = _Deployment(bundle.sha256, url, contents)
+        """Build and serve the bundle once, before the first job; a failure stops the workflow.
+
+        The build has a lock of its own: holding the scheduler's lock for seconds would stall
+        the driver's callbacks (offers, updates) meanwhile.
+        """
+        with self._deploy_lock:
+            if self._deployment is None:
+                deployment = self._build_and_serve(job_desc)
+                with self._lock:
+                    self._deployment = deployment
             return self._deployment
+
+    def _build_and_serve(self, job_desc: Any) -> _Deployment:
+        if not self._auto_deploy:
+            logger.info("auto-deployment is disabled: the workflow's code must already be "
+                        "importable on every agent")
+            return _Deployment(None, None, None)
+        module = user_module_of(sys.modules["__main__"]) or _module_of(job_desc)
+        try:
+            plan = locate(module, environment=self._python_environment,
+                          options=self._options.deploy)
+            contents = scan(plan, self._options.deploy)
+            check_native(contents, self._options.deploy.native, option="--mesosNativeCode")
+            if not contents.files:
+                logger.info("nothing to ship: the workflow's code comes with the agents")
+                return _Deployment(None, None, contents)
+            bundle = build(contents, self._bundle_dir)
+        except BundleError as exc:
+            raise BundleError(
+                f"{exc}\nNo job of this workflow has run. Fix the problem, then run the "
+                "same command with --restart (the job store is kept), or `toil clean` the "
+                "job store and run it again."
+            ) from None
+        host, port = self._bundle_endpoint()
+        self._bundle_server = BundleServer(host, port)
+        self._bundle_server.add(bundle.path)
+        url = self._bundle_server.url(bundle.sha256, host=self._advertised_host(host))
+        logger.info(
+            "shipping the workflow's code to the agents: bundle %s (%d roots, %d files, "
+            "%d bytes) from %s",
+            bundle.sha256[:12], len(contents.roots), len(contents.files),
+            contents.total_bytes, url.split("/bundles/")[0],
+        )
+        return _Deployment(bundle.sha256, url, contents)
 
     def _uncovered_module(self, job_desc: Any, deployment: _Deployment) -> str | None:
         name = _module_name_of(job_desc)
