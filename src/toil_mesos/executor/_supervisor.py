@@ -7,7 +7,9 @@ absolute path: a PATH search could find another Toil, or none (the shell's exit 
 script's shebang pins the interpreter Toil was installed with.
 
 Each command runs in a session of its own, so a kill reaches the whole process group: SIGTERM
-first, then SIGKILL once the grace period is over.
+first, then SIGKILL once the grace period is over. The session's leader is a small guard
+(:mod:`toil_mesos.executor._guard`) that kills the session when the executor dies, so a worker
+never outlives its executor (the agent reports its task failed and Toil runs the job again).
 """
 
 from __future__ import annotations
@@ -126,18 +128,28 @@ class WorkerProcess:
     ) -> None:
         self._stderr_path = stderr
         self._started = time.monotonic()
-        with stdout.open("ab") as out, stderr.open("ab") as err:
-            self._process = subprocess.Popen(
-                command,
-                shell=True,
-                executable="/bin/sh",
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        # The worker runs under a guard (``_guard``) that kills the worker's session once this
+        # process is gone: the write end of the lifeline stays here, and only here (PEP 446).
+        # -I: the bundle first on the worker's PYTHONPATH must not shadow the guard itself.
+        lifeline, self._lifeline = os.pipe()
+        try:
+            with stdout.open("ab") as out, stderr.open("ab") as err:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-I", "-m", "toil_mesos.executor._guard", str(lifeline), "--",
+                     command],
+                    env=dict(env),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    pass_fds=(lifeline,),
+                )
+        except BaseException:
+            os.close(self._lifeline)
+            raise
+        finally:
+            os.close(lifeline)
         logger.debug("worker %d started: %s", self._process.pid, command)
 
     @property
@@ -150,6 +162,7 @@ class WorkerProcess:
             status = self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        self._close_lifeline()
         return WorkerExit(status, self._stderr_tail(), time.monotonic() - self._started)
 
     def stop(self, grace_period: float) -> WorkerExit:
@@ -166,6 +179,11 @@ class WorkerProcess:
         # Descendants that left the group's leader behind still get the final SIGKILL.
         self._signal_group(signal.SIGKILL)
         return ended
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
 
     def _signal_group(self, signum: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):

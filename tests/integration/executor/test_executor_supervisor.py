@@ -96,3 +96,54 @@ def test_no_toil_worker_beside_the_interpreter_is_a_clear_error(tmp_path):
 ])
 def test_exit_statuses_are_explained(status, text):
     assert text in describe_exit(status)
+
+
+OWNER = """
+import sys
+from pathlib import Path
+from toil_mesos.executor._supervisor import WorkerProcess
+here = Path(sys.argv[1])
+worker = WorkerProcess("sleep 300 & echo $! > grandchild; wait", env={"PATH": "/usr/bin:/bin"},
+                       cwd=here, stdout=here / "stdout", stderr=here / "stderr")
+print(worker.pid, flush=True)
+worker.wait()
+"""
+
+
+def test_a_worker_does_not_outlive_its_sigkilled_executor(tmp_path):
+    # An executor that is SIGKILLed cannot stop its workers; left running, a worker would
+    # overlap the attempt Toil issues next for the same job.
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        guard = int(owner.stdout.readline())
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "grandchild").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sleeper = int((tmp_path / "grandchild").read_text())
+        assert alive(guard) and alive(sleeper)
+        owner.kill()
+        owner.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while (alive(guard) or alive(sleeper)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(sleeper) and not alive(guard)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(timeout=10)
+        assert owner.stdout is not None
+        owner.stdout.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGKILL])
+def test_the_exit_status_of_a_signalled_worker_passes_through_the_guard(tmp_path, signum):
+    # SIGKILL is what the kernel's OOM killer sends: Toil must see it, not a guard's error.
+    worker = start(tmp_path, f"kill -{signum.name.removeprefix('SIG')} $$")
+    ended = worker.wait(timeout=30)
+    assert ended is not None and ended.status == -signum
+    assert "Traceback" not in ended.stderr_tail
