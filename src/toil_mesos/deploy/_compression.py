@@ -1,10 +1,10 @@
 """The bundle's compression: Zstandard, written deterministically and read as a stream.
 
 Zstandard at level 3 with two worker threads compresses Python source about ten times faster
-than gzip at its default level, for a similar ratio (measured by ``bench/bench_bundle.py``), so
-building a bundle costs little more than reading the files. The output depends only on the input,
-the level and the worker count, which are fixed here: identical inputs give identical archives on
-any machine with the same zstd library.
+than gzip at its default level, for a similar ratio (``bench/bench_bundle.py`` prints the
+codecs side by side), so building a bundle costs little more than reading the files. The output
+depends only on the input, the level and the worker count, which are fixed here: identical
+inputs give identical archives on any machine with the same zstd library.
 """
 
 from __future__ import annotations
