@@ -482,13 +482,14 @@ class TestExecutor:
         driver = ExecutorDriver(
             executor,
             env={**EXECUTOR_ENV, "MESOS_EXECUTOR_ID": "E2", "MESOS_AGENT_ENDPOINT": agent.address},
-            stop_timeout=WAIT,
+            stop_timeout=60.0,
         )
         driver.start()
         executor.wait_for("registered")
         started = time.monotonic()
         assert driver.stop() is DriverStatus.DRIVER_STOPPED
-        assert time.monotonic() - started < 2.0  # the socket shutdown woke the reader
+        # Woken by the socket shutdown, not by the 60 s stop timeout (margin for a busy machine).
+        assert time.monotonic() - started < 20.0
         assert not [t for t in threading.enumerate() if t.name.startswith("mesos-executor")]
 
 
@@ -532,7 +533,8 @@ class TestHttpxTransport:
                 connect_timeout=0.3,
                 read_timeout=None,
             )
-        assert time.monotonic() - started < 3.0
+        # It gave up on the head instead of waiting for ever (margin for a busy machine).
+        assert time.monotonic() - started < 30.0
         transport.close()
 
     def test_quiet_stream_does_not_time_out_but_can_be_aborted(
