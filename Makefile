@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench appliance clean
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_startup.py --json build/bench/startup.json
 	$(PY) bench/bench_cluster.py --json build/bench/cluster.json
 
+# The appliance image, built by the engine at DOCKER_HOST (`appliance/dev-engine up` makes one).
+appliance: $(VENV)/.installed
+	$(PY) appliance/build_image.py $(if $(TAG),--tag $(TAG))
+
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests appliance bench examples
 	$(VENV)/bin/mypy
 
 clean:

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from toil_mesos import __version__
+from toil_mesos import __version__, appliance
 from toil_mesos.cluster import launcher
 from toil_mesos.deploy import (
     DeployOptions,
@@ -85,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     build_cmd.set_defaults(handler=_build)
     _add_cluster_commands(commands)
+
+    appliance_cmd = commands.add_parser(
+        "appliance",
+        help="the Toil Appliance image's entrypoint: run a master, an agent or a leader",
+    )
+    appliance.add_arguments(appliance_cmd)
+    appliance_cmd.set_defaults(handler=appliance.run)
     return parser
 
 

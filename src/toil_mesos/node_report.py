@@ -2,7 +2,8 @@
 
 Toil's autoscaler asks the batch system how busy each node is (``getNodes``). Offers say what is
 free, not what is in use, so each executor reports its node every so often: cores, memory,
-load average, and how many of this workflow's workers run there.
+load average, how many of this workflow's workers run there, and the appliance image the node
+runs when it knows one. That last field is optional: reports without it still decode.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ class NodeReport:
     memory: int
     load: float
     workers: int
+    #: The node's ``TOIL_MESOS_APPLIANCE``; None when it has none.
+    appliance: str | None = None
 
     def encode(self) -> str:
         """Base64 JSON, as framework messages carry data."""
         document = {"format": _FORMAT, "version": _VERSION, "hostname": self.hostname,
                     "cores": self.cores, "memory": self.memory, "load": self.load,
-                    "workers": self.workers}
+                    "workers": self.workers, "appliance": self.appliance}
         return base64.b64encode(json.dumps(document).encode()).decode("ascii")
 
     @classmethod
@@ -41,14 +44,16 @@ class NodeReport:
             document = json.loads(base64.b64decode(data, validate=True))
             if document.get("format") != _FORMAT or document.get("version") != _VERSION:
                 return None
+            appliance = document.get("appliance")
             return cls(hostname=str(document["hostname"]), cores=int(document["cores"]),
                        memory=int(document["memory"]), load=float(document["load"]),
-                       workers=int(document["workers"]))
+                       workers=int(document["workers"]),
+                       appliance=appliance if isinstance(appliance, str) and appliance else None)
         except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
-def measure_node(hostname: str, workers: int) -> NodeReport:
+def measure_node(hostname: str, workers: int, *, appliance: str | None = None) -> NodeReport:
     """This machine's cores, memory (from ``/proc/meminfo``) and one-minute load average."""
     memory = 0
     try:
@@ -60,4 +65,4 @@ def measure_node(hostname: str, workers: int) -> NodeReport:
     except OSError:
         pass
     return NodeReport(hostname=hostname, cores=os.cpu_count() or 1, memory=memory,
-                      load=os.getloadavg()[0], workers=workers)
+                      load=os.getloadavg()[0], workers=workers, appliance=appliance)

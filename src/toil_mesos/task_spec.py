@@ -3,6 +3,10 @@
 Toil's own Mesos batch system pickled its job objects into the task data, so an executor ran
 whatever a master relayed to it. Here the data is plain JSON, validated into a frozen dataclass
 before anything runs; the executor never evaluates what it receives.
+
+Optional fields added later are read as null when a document lacks them, and readers ignore
+keys they do not know, so such fields need no new version: leaders and executors on either
+side of the change still understand each other (the newer side just skips the new check).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ class TaskSpec:
     #: Toil's ``WorkerCleanupInfo`` fields (work_dir, coordination_dir, workflow_id,
     #: clean_work_dir), for the end-of-node cleanup the executor runs when it shuts down.
     cleanup: Mapping[str, str | None] | None = None
+    #: The appliance image the leader expects the agents to run (its ``TOIL_MESOS_APPLIANCE``);
+    #: None when the leader does not say. Optional in the JSON: older leaders leave it out.
+    appliance: str | None = None
     version: int = TASK_SPEC_VERSION
 
     def to_json(self) -> bytes:
@@ -54,6 +61,7 @@ class TaskSpec:
                 "python": self.python,
                 "toil": self.toil,
                 "cleanup": None if self.cleanup is None else dict(self.cleanup),
+                "appliance": self.appliance,
             },
             separators=(",", ":"),
         ).encode()
@@ -61,6 +69,13 @@ class TaskSpec:
     @classmethod
     def from_json(cls, data: bytes) -> TaskSpec:
         """Parse and validate task data.
+
+        >>> spec = TaskSpec(job_id=1, command="true", python="3.11", appliance="toil-mesos:1")
+        >>> TaskSpec.from_json(spec.to_json()) == spec
+        True
+        >>> older = spec.to_json().replace(b',"appliance":"toil-mesos:1"', b"")
+        >>> b"appliance" in older, TaskSpec.from_json(older).appliance is None
+        (False, True)
 
         :raises TaskSpecError: not JSON, another format or version, a missing or mistyped field.
         """
@@ -95,6 +110,7 @@ class TaskSpec:
             python=_str(document, "python"),
             toil=_opt_str(document, "toil"),
             cleanup=_cleanup(document.get("cleanup")),
+            appliance=_opt_str(document, "appliance"),
         )
 
 
@@ -125,6 +141,7 @@ def _str(document: dict[str, Any], key: str) -> str:
 
 
 def _opt_str(document: dict[str, Any], key: str) -> str | None:
+    """The string at *key*; None when it is null or absent (a field older writers lack)."""
     value = document.get(key)
     if value is not None and not isinstance(value, str):
         raise TaskSpecError(f"task spec {key!r} must be a string or null, not {value!r}")

@@ -7,7 +7,8 @@ What a Mesos 1.12 agent did, as recorded (``shared/mesos-transcripts/executor``)
   ``stderr``) and the fetched files;
 * ``command.value`` runs as ``sh -c <value>`` with the sandbox as its working directory and
   *exactly* the environment :func:`executor_environment` builds (the agent's own ``HOME`` and
-  ``LANG`` are not passed on), plus the ``CommandInfo.environment`` variables;
+  ``LANG`` are not passed on), plus the agent's ``--executor-environment-variables`` (Mesos'
+  ``--executor_environment_variables``) and the ``CommandInfo.environment`` variables;
 * the executor runs in a session of its own, so the agent can stop it and everything it
   started: SIGTERM to the session, then SIGKILL after a grace period.
 
@@ -42,6 +43,7 @@ import httpx
 from toil_mesos.mesos._recordio import END_OF_STREAM, NEED_DATA, RecordIODecoder
 
 __all__ = [
+    "ENVIRONMENT_VARIABLES_FLAG",
     "EXECUTOR_PATH",
     "ExecutorProcess",
     "command_executor_info",
@@ -49,6 +51,7 @@ __all__ = [
     "format_duration",
     "main",
     "make_sandbox",
+    "parse_environment_variables",
     "raw_wait_status",
     "sandbox_path",
     "session_pids",
@@ -61,6 +64,14 @@ JSON = dict[str, Any]
 
 #: The PATH a real agent gives executors when it has none to pass on (recorded).
 EXECUTOR_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: The agent flag that hands variables to every executor (Mesos' own spelling has underscores).
+ENVIRONMENT_VARIABLES_FLAG = "--executor-environment-variables"
+#: What the agent sets that the flag's variables may replace. Mesos' ``executorEnvironment()``
+#: (``src/slave/slave.cpp``) starts from the agent's own ``LIBPROCESS_IP``, lets the flag's
+#: variables overwrite it, and only then sets ``LIBPROCESS_PORT`` and the ``MESOS_*`` variables;
+#: the launcher adds the default ``PATH`` only when nothing else gave one.
+_FLAG_MAY_REPLACE = frozenset({"LIBPROCESS_IP", "PATH"})
 
 _DURATION_UNITS = (
     ("weeks", 604800.0),
@@ -113,6 +124,37 @@ def make_sandbox(path: Path) -> None:
         os.chmod(file, 0o644)
 
 
+def parse_environment_variables(text: str) -> dict[str, str]:
+    """Parse ``--executor-environment-variables``: a JSON object of strings, as Mesos takes it.
+
+    >>> parse_environment_variables('{"PATH": "/bin:/usr/bin", "LANG": "C.UTF-8"}')
+    {'PATH': '/bin:/usr/bin', 'LANG': 'C.UTF-8'}
+    >>> parse_environment_variables('{"N": 1}')
+    Traceback (most recent call last):
+    ...
+    ValueError: --executor-environment-variables must only contain string values, not 'N': 1
+
+    :raises ValueError: not JSON, not an object, a value that is not a string, or a name
+        ``execve`` cannot take (empty, or with ``=`` or NUL); the message names the flag.
+    """
+    flag = ENVIRONMENT_VARIABLES_FLAG
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{flag} is not JSON ({exc}): {text!r}") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"{flag} must be a JSON object of strings, not {text!r}")
+    variables: dict[str, str] = {}
+    for name, value in document.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{flag} must only contain string values, not {name!r}: {value!r}")
+        # Mesos would hand these to execve as they are; here they would fail every launch.
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise ValueError(f"{flag} has an invalid variable {name!r}: {value!r}")
+        variables[name] = value
+    return variables
+
+
 def executor_environment(
     *,
     executor_id: str,
@@ -122,10 +164,14 @@ def executor_environment(
     sandbox: Path,
     shutdown_grace_period: float,
     command: JSON,
+    variables: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The exact environment a Mesos 1.12 agent gave an executor, in its recorded order.
 
-    ``CommandInfo.environment`` variables of type VALUE come last and may override.
+    *variables* are the agent's ``--executor-environment-variables``: they are added, may
+    replace ``LIBPROCESS_IP`` and the default ``PATH``, and give way to every other variable
+    the agent sets (``LIBPROCESS_PORT``, ``MESOS_*``), as in Mesos. ``CommandInfo.environment``
+    variables of type VALUE come last and may override anything.
     """
     host = agent_address.rsplit(":", 1)[0]
     env = {
@@ -143,6 +189,13 @@ def executor_environment(
         "MESOS_DIRECTORY": str(sandbox),
         "LIBPROCESS_IP": host,
     }
+    if variables:
+        agent_set = {
+            name: value
+            for name, value in env.items()
+            if not (name in _FLAG_MAY_REPLACE and name in variables)
+        }
+        env = {**variables, **agent_set}
     for variable in command.get("environment", {}).get("variables", []):
         if variable.get("type", "VALUE") == "VALUE" and "name" in variable:
             env[str(variable["name"])] = str(variable.get("value", ""))

@@ -47,7 +47,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,11 +56,13 @@ from typing import Any
 import httpx
 
 from toil_mesos.cluster._executors import (
+    ENVIRONMENT_VARIABLES_FLAG,
     ExecutorProcess,
     command_executor_info,
     executor_environment,
     format_duration,
     make_sandbox,
+    parse_environment_variables,
     sandbox_path,
 )
 from toil_mesos.cluster._fetcher import DEFAULT_FETCHER_TIMEOUT, Fetcher, FetcherCache, FetchError
@@ -149,6 +151,8 @@ class AgentConfig:
     executor_registration_timeout: float = 60.0
     executor_shutdown_grace_period: float = 5.0
     status_update_retry_seconds: float = STATUS_UPDATE_RETRY_SECONDS
+    #: ``--executor-environment-variables``: what every executor gets; None when not given.
+    executor_environment_variables: Mapping[str, str] | None = None
 
 
 class ExecutorPhase(enum.Enum):
@@ -969,6 +973,7 @@ class Agent:
                 sandbox=executor.sandbox,
                 shutdown_grace_period=self.config.executor_shutdown_grace_period,
                 command=executor.info.get("command", {}),
+                variables=self.config.executor_environment_variables,
             )
             try:
                 process = ExecutorProcess.start(
@@ -1230,26 +1235,35 @@ class Agent:
             "unreserved_resources_full": resources,
             "attributes": attributes_summary(self.config.attributes),
             "master_hostname": self.config.master.rsplit(":", 1)[0],
-            "flags": {
-                "attributes": self.config.attributes_flag,
-                "executor_registration_timeout": _duration_text(
-                    self.config.executor_registration_timeout
-                ),
-                "executor_shutdown_grace_period": _duration_text(
-                    self.config.executor_shutdown_grace_period
-                ),
-                "fetcher_cache_dir": str(self._cache.directory.parent),
-                "fetcher_stall_timeout": _duration_text(self.config.fetcher_timeout),
-                "hostname": self.config.hostname,
-                "ip": self.config.host,
-                "master": self.config.master,
-                "port": str(self.port),
-                "resources": self.config.resources_flag,
-                "work_dir": str(self.config.work_dir),
-            },
+            "flags": self._flags(),
             "frameworks": frameworks,
             "completed_frameworks": completed,
         }
+
+    def _flags(self) -> JSON:
+        """The ``flags`` of ``/state``; like Mesos, a flag that was not given is left out."""
+        flags: JSON = {
+            "attributes": self.config.attributes_flag,
+            "executor_registration_timeout": _duration_text(
+                self.config.executor_registration_timeout
+            ),
+            "executor_shutdown_grace_period": _duration_text(
+                self.config.executor_shutdown_grace_period
+            ),
+            "fetcher_cache_dir": str(self._cache.directory.parent),
+            "fetcher_stall_timeout": _duration_text(self.config.fetcher_timeout),
+            "hostname": self.config.hostname,
+            "ip": self.config.host,
+            "master": self.config.master,
+            "port": str(self.port),
+            "resources": self.config.resources_flag,
+            "work_dir": str(self.config.work_dir),
+        }
+        if self.config.executor_environment_variables is not None:
+            flags["executor_environment_variables"] = json.dumps(
+                dict(self.config.executor_environment_variables)
+            )
+        return dict(sorted(flags.items()))
 
     def _framework_state(self, framework: _Framework) -> JSON:
         info = framework.info
@@ -1689,6 +1703,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="first resend of an unacknowledged status update; doubles after each resend "
         "(default: %(default)s, as Mesos; tests lower it)",
     )
+    parser.add_argument(
+        ENVIRONMENT_VARIABLES_FLAG,
+        default=None,
+        metavar="JSON",
+        help="a JSON object of string variables every executor gets, as Mesos' "
+        "--executor_environment_variables: they replace the default PATH, and the agent's "
+        "MESOS_* and LIBPROCESS_PORT win over them (default: none)",
+    )
     return parser
 
 
@@ -1696,7 +1718,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Validate parsed arguments.
 
     :raises InvalidFlagError: for a bad ``--resources`` or ``--attributes``.
-    :raises ValueError: for non-positive timeouts.
+    :raises ValueError: for non-positive timeouts, or ``--executor-environment-variables``
+        that is not a JSON object of strings.
     """
     resources = merge_default_resources(
         parse_resources(args.resources), parse_resources(DEFAULT_AGENT_RESOURCES)
@@ -1713,6 +1736,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     if args.executor_shutdown_grace_period < 0:
         raise ValueError("--executor-shutdown-grace-period must not be negative")
     hostname = args.hostname or ("localhost" if args.host.startswith("127.") else args.host)
+    variables = args.executor_environment_variables
     return AgentConfig(
         master=args.master,
         host=args.host,
@@ -1728,6 +1752,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         executor_registration_timeout=args.executor_registration_timeout,
         executor_shutdown_grace_period=args.executor_shutdown_grace_period,
         status_update_retry_seconds=args.status_update_retry_seconds,
+        executor_environment_variables=(
+            None if variables is None else parse_environment_variables(variables)
+        ),
     )
 
 

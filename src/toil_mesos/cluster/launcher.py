@@ -468,7 +468,8 @@ class ClusterOptions:
     is what ``cluster up`` does; False turns it off for callers that know their agents must
     share ``/tmp``; True insists. ``master_command`` and ``agent_command`` replace
     ``python -P -m toil_mesos.cluster.master`` (``agent``) before the protocol's arguments:
-    the launcher's own tests run it with stand-in daemons.
+    the launcher's own tests run it with stand-in daemons. ``executor_env`` becomes every
+    agent's ``--executor-environment-variables`` (None: the flag is not given).
     """
 
     agents: int = 1
@@ -485,6 +486,7 @@ class ClusterOptions:
     python: str = sys.executable
     master_command: tuple[str, ...] = ()
     agent_command: tuple[str, ...] = ()
+    executor_env: Mapping[str, str] | None = None
 
     def validate(self) -> None:
         """Raise ClusterError naming the first bad option."""
@@ -800,8 +802,13 @@ class Cluster:
             str(run / f"agent-{index}.ready"),
             "--resources",
             self.options.resources(index),
-            *self.options.agent_args,
         ]
+        if self.options.executor_env is not None:
+            argv += [
+                "--executor-environment-variables",
+                json.dumps(dict(self.options.executor_env), sort_keys=True),
+            ]
+        argv += self.options.agent_args
         if self.isolation is not None:
             argv = self.isolation.wrap(argv)
         if self.network is not None:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -87,8 +87,9 @@ class MiniCluster:
 
     The options are ``cluster up``'s (``agents``, ``cpus``, ``mem``, ``disk``, ``hide``,
     ``netns``) plus ``timeout`` for readiness, ``private_tmp`` (None: when the machine can),
-    and extra daemon arguments (``master_args``, ``agent_args``, e.g. a short
-    ``--agent-timeout`` for agent-loss tests).
+    extra daemon arguments (``master_args``, ``agent_args``, e.g. a short
+    ``--agent-timeout`` for agent-loss tests), and ``executor_env``, the variables every
+    executor gets (the agents' ``--executor-environment-variables``).
     """
 
     def __init__(
@@ -108,6 +109,7 @@ class MiniCluster:
         agent_args: Sequence[str] = (),
         master_command: Sequence[str] = (),
         agent_command: Sequence[str] = (),
+        executor_env: Mapping[str, str] | None = None,
     ) -> None:
         self._cluster = Cluster(
             work_dir,
@@ -125,6 +127,7 @@ class MiniCluster:
                 agent_args=tuple(agent_args),
                 master_command=tuple(master_command),
                 agent_command=tuple(agent_command),
+                executor_env=None if executor_env is None else dict(executor_env),
             ),
         )
         self._record: ClusterRecord | None = None

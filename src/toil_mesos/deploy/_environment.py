@@ -80,7 +80,13 @@ class PythonEnvironment:
     def current(cls, *, sys_path: Sequence[str] | None = None) -> PythonEnvironment:
         """Read the running interpreter. *sys_path* overrides ``sys.path`` (the CLI uses it)."""
         in_venv = sys.prefix != sys.base_prefix
-        venv_site = _resolved(site.getsitepackages([sys.prefix])) if in_venv else ()
+        # Only the directories that exist: Debian's Python also names ``local/lib/...`` and
+        # ``dist-packages`` directories that a virtualenv never has.
+        venv_site = (
+            tuple(p for p in _resolved(site.getsitepackages([sys.prefix])) if p.is_dir())
+            if in_venv
+            else ()
+        )
         base: list[str] = []
         for name in ("stdlib", "platstdlib", "purelib", "platlib"):
             base.append(sysconfig.get_path(name, vars={"base": sys.base_prefix,

@@ -21,6 +21,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,17 +46,26 @@ _TAIL_BYTES = 4096
 
 
 def find_toil_worker(*, python: str | None = None) -> Path:
-    """The ``_toil_worker`` installed beside this interpreter (the appliance's Toil).
+    """The ``_toil_worker`` of the Toil this interpreter imports (the appliance's Toil).
+
+    It is looked for beside the interpreter (a virtualenv), then in the interpreter's scripts
+    directory: a system Python's pip puts scripts elsewhere (Debian's in ``/usr/local/bin``
+    while the interpreter is ``/usr/bin/python3``). *python* names another interpreter, whose
+    own directory only is searched.
 
     :raises FileNotFoundError: Toil's worker entry point is not installed there.
     """
     interpreter = Path(python or sys.executable)
-    candidate = interpreter.parent / "_toil_worker"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return candidate
+    candidates = [interpreter.parent / "_toil_worker"]
+    if python is None:
+        candidates.append(Path(sysconfig.get_path("scripts")) / "_toil_worker")
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
     raise FileNotFoundError(
-        f"Toil's worker entry point _toil_worker is not installed beside {interpreter}; "
-        "install Toil in the environment the executor runs from"
+        "Toil's worker entry point _toil_worker is not installed in "
+        f"{' or '.join(str(c.parent) for c in candidates)}; "
+        f"install Toil in the environment the executor runs from ({interpreter})"
     )
 
 

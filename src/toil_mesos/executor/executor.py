@@ -1,11 +1,12 @@
 """The toil-mesos executor: one per workflow per agent, running Toil's worker for each task.
 
-For each LAUNCH it reads the task spec (JSON, never evaluated), checks that the leader's Python
-and Toil match its own, stages the workflow's bundle (verified, extracted once per content hash,
-shared by every executor on the agent), and runs the worker command with the staged roots first
-on ``PYTHONPATH``. It reports TASK_RUNNING once the worker has started, then exactly one of
-TASK_FINISHED, TASK_FAILED or TASK_KILLED: each task's lifecycle is a small state machine, so no
-path can report a task twice.
+For each LAUNCH it reads the task spec (JSON, never evaluated), checks that the leader expects
+the appliance image this agent runs and that the leader's Python and Toil match its own, stages
+the workflow's bundle (verified, extracted once per content hash, shared by every executor on
+the agent), and runs the worker command with the staged roots first on ``PYTHONPATH``. It
+reports TASK_RUNNING once the worker has started, then exactly one of TASK_FINISHED,
+TASK_FAILED or TASK_KILLED: each task's lifecycle is a small state machine, so no path can
+report a task twice.
 
 Staging and waiting happen on one thread per task, never on the driver's thread, so a slow
 download or a long job holds back no other event.
@@ -39,6 +40,7 @@ from toil_mesos.executor._supervisor import (
     find_toil_worker,
     worker_command,
 )
+from toil_mesos.images import APPLIANCE_ENV, same_image
 from toil_mesos.mesos._executor_env import parse_duration
 from toil_mesos.mesos.interface import Executor
 from toil_mesos.node_report import measure_node
@@ -94,8 +96,8 @@ _TRANSITIONS: frozenset[tuple[TaskPhase, TaskPhase]] = frozenset(
 def status_data(*, exit_status: int | None, failure: str | None = None) -> str:
     """The ``TaskStatus.data`` the scheduler reads: the worker's exact exit status, as JSON.
 
-    ``failure`` names what failed before the worker ran (``task-spec``, ``version``,
-    ``staging``, ``worker-start``); None when the worker ran.
+    ``failure`` names what failed before the worker ran (``task-spec``, ``appliance``,
+    ``version``, ``staging``, ``worker-start``); None when the worker ran.
     """
     document = {"exit_status": exit_status, "failure": failure}
     return base64.b64encode(json.dumps(document).encode()).decode("ascii")
@@ -121,13 +123,17 @@ class ToilExecutor(Executor):
         cache_dir: Path | None = None,
         toil_worker: Path | None = None,
         toil_version: str | None = None,
+        appliance: str | None = None,
     ) -> None:
+        # appliance: the image this agent runs; None reads TOIL_MESOS_APPLIANCE from env, and
+        # an empty string means that no image is known (nothing is checked).
         self._env = dict(os.environ if env is None else env)
         self._sandbox = Path(self._env.get("MESOS_SANDBOX") or os.getcwd())
         self._cache_dir = cache_dir or default_cache_dir()
         self._toil_worker = toil_worker
         self._toil_version = toil_version if toil_version is not None else _installed_toil()
         self._python = "{}.{}".format(*sys.version_info[:2])
+        self._appliance = (self._env.get(APPLIANCE_ENV) if appliance is None else appliance) or None
         grace = self._env.get("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD")
         self._grace = parse_duration(grace) if grace else _DEFAULT_GRACE
         self._tasks: dict[str, _Task] = {}
@@ -153,7 +159,8 @@ class ToilExecutor(Executor):
             with self._lock:
                 workers = sum(1 for t in self._tasks.values() if t.phase is TaskPhase.RUNNING)
             try:
-                driver.sendFrameworkMessage(measure_node(hostname, workers).encode())
+                report = measure_node(hostname, workers, appliance=self._appliance)
+                driver.sendFrameworkMessage(report.encode())
             except MesosError as exc:
                 logger.debug("cannot send the node report: %s", exc)
                 return
@@ -242,6 +249,11 @@ class ToilExecutor(Executor):
             self._finish(driver, record, TaskPhase.FAILED, f"bad task data: {exc}",
                          exit_status=None, failure="task-spec")
             return
+        mismatch = self._appliance_mismatch(spec)
+        if mismatch:
+            self._finish(driver, record, TaskPhase.FAILED, mismatch, exit_status=None,
+                         failure="appliance")
+            return
         mismatch = self._version_mismatch(spec)
         if mismatch:
             self._finish(driver, record, TaskPhase.FAILED, mismatch, exit_status=None,
@@ -262,6 +274,19 @@ class ToilExecutor(Executor):
         ended = worker.wait()
         assert ended is not None  # no timeout: wait() returns only when the worker has ended
         self._report_exit(driver, record, ended)
+
+    def _appliance_mismatch(self, spec: TaskSpec) -> str | None:
+        # Checked before the versions: a different image explains any version difference, and
+        # its message says which image to use.
+        if not spec.appliance or not self._appliance:
+            return None
+        if same_image(spec.appliance, self._appliance):
+            return None
+        return (
+            f"this agent runs the appliance image {self._appliance} but the leader expects "
+            f"{spec.appliance} ({APPLIANCE_ENV} on the leader); start the agents from "
+            f"{spec.appliance}, or set {APPLIANCE_ENV} on the leader to {self._appliance}"
+        )
 
     def _version_mismatch(self, spec: TaskSpec) -> str | None:
         if spec.python != self._python:

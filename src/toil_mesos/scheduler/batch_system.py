@@ -47,6 +47,7 @@ from toil_mesos.deploy import UserModule, build, check_native, locate, scan, use
 from toil_mesos.deploy._environment import PythonEnvironment
 from toil_mesos.deploy.scan import Contents
 from toil_mesos.errors import BundleError, MesosError
+from toil_mesos.images import APPLIANCE_ENV
 from toil_mesos.mesos.driver import SchedulerDriver
 from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.node_report import NodeReport
@@ -208,6 +209,11 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         self._framework_id: str | None = self._options.framework_id
         #: Names this leader run's tasks and executors apart from any other run's.
         self._run_id = secrets.token_hex(4)
+        #: The appliance image agents must run, which every executor checks (None: no check).
+        self._appliance = os.environ.get(APPLIANCE_ENV) or None
+        if self._appliance:
+            logger.info("agents must run the appliance image %s (%s)", self._appliance,
+                        APPLIANCE_ENV)
         _hide_toils_auto_deployment_warning()
         framework: dict[str, Any] = {
             "user": self._options.user,
@@ -524,6 +530,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                 python="{}.{}".format(*sys.version_info[:2]),
                 toil=_installed_toil(),
                 cleanup=dict(self.workerCleanupInfo._asdict()),
+                appliance=self._appliance,
             )
             tasks.append(task_info(job=request, name=job.name, task_id=task_id, offer=offer,
                                    executor=executor, spec=spec))

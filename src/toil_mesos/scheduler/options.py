@@ -4,6 +4,12 @@ Toil adds every registered batch system's options to one parser, keyed by batch 
 this project registers under ``mesos`` (replacing Toil's built-in, which cannot load on Python
 3.11+), so these are the only ``--mesos*`` options and existing command lines keep working.
 Every option reads an environment variable too, named in its help.
+
+One more variable is no option: ``TOIL_MESOS_APPLIANCE``, the appliance image the agents must
+run. The appliance image sets it in every container; a leader that has it puts it in each
+task, and an executor whose own ``TOIL_MESOS_APPLIANCE`` names another image fails the task
+before running anything, naming both (see :mod:`toil_mesos.images`). Unset or empty on
+either side, nothing is checked.
 """
 
 from __future__ import annotations

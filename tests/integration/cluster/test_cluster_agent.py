@@ -675,6 +675,70 @@ def test_executor_api_rejects_bad_calls(tmp_path: Path) -> None:
         assert len(master.registrations) == 1
 
 
+def test_executor_environment_variables_reach_the_executor(tmp_path: Path, script: Path) -> None:
+    out = tmp_path / "E1"
+    variables = {
+        "TOIL_MESOS_APPLIANCE": "localhost/toil-mesos:dev",
+        "PATH": "/opt/appliance/bin:/usr/bin:/bin",
+        "MESOS_FRAMEWORK_ID": "not-the-framework",
+        "SHARED": "from-the-flag",
+    }
+    flag = json.dumps(variables)
+    with (
+        StubMaster() as master,
+        running_agent(tmp_path, master, "--executor-environment-variables", flag) as agent,
+    ):
+        environment = [{"name": "SHARED", "value": "from-the-task"}]
+        master.run_task(
+            executor_task("T1", "E1", script=script, out_dir=out, environment=environment)
+        )
+        master.wait_for_state("T1", "TASK_FINISHED")
+        env = json.loads((out / "environ.parent_sh.json").read_text())
+        assert env["TOIL_MESOS_APPLIANCE"] == "localhost/toil-mesos:dev"
+        assert env["PATH"] == "/opt/appliance/bin:/usr/bin:/bin"
+        assert env["MESOS_FRAMEWORK_ID"] == FRAMEWORK_ID  # the agent's own variables win
+        assert env["SHARED"] == "from-the-task"  # CommandInfo.environment comes last
+        assert "HOME" not in env
+        status, _, body = get(agent.address, "/state")
+        assert status == 200
+        assert json.loads(json.loads(body)["flags"]["executor_environment_variables"]) == (
+            variables
+        )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("PATH=/bin", "--executor-environment-variables is not JSON"),
+        ('["PATH"]', "--executor-environment-variables must be a JSON object of strings"),
+        ('{"N": 1}', "--executor-environment-variables must only contain string values"),
+    ],
+)
+def test_bad_executor_environment_variables_exit_with_a_clear_error(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [
+            PYTHON, "-m", "toil_mesos.cluster.agent",
+            "--master", "127.0.0.1:1",
+            "--host", "127.0.0.1",
+            "--port", "0",
+            "--work-dir", str(tmp_path / "w"),
+            "--ready-file", str(tmp_path / "r.json"),
+            "--executor-environment-variables", value,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_bad_flags_exit_with_a_clear_error(tmp_path: Path) -> None:
     import subprocess
 

@@ -227,6 +227,27 @@ def test_a_minicluster_holds_its_work_dir(work_dir: Path) -> None:
         assert "is working on" in done.stderr
 
 
+def test_executor_env_becomes_every_agents_flag(work_dir: Path) -> None:
+    variables = {"TOIL_MESOS_APPLIANCE": "toil-mesos:dev", "LANG": "C.UTF-8"}
+    with fake_mini(work_dir, agents=2, executor_env=variables) as cluster:
+        agents = [d for d in cluster.record.daemons if d.role == "agent"]
+        refs = [d.process for d in cluster.record.daemons]
+    assert len(agents) == 2
+    for agent in agents:
+        argv = list(agent.argv)
+        flag = argv.index("--executor-environment-variables")
+        assert json.loads(argv[flag + 1]) == variables
+    assert_nothing_left(work_dir, refs)
+
+
+def test_without_executor_env_the_agents_get_no_flag(work_dir: Path) -> None:
+    with fake_mini(work_dir) as cluster:
+        argvs = [d.argv for d in cluster.record.daemons if d.role == "agent"]
+        refs = [d.process for d in cluster.record.daemons]
+    assert argvs and all("--executor-environment-variables" not in a for a in argvs)
+    assert_nothing_left(work_dir, refs)
+
+
 def test_stale_record_of_a_dead_cluster_is_cleaned_up(work_dir: Path) -> None:
     up(work_dir, fakes())
     old = recorded_pids(work_dir)

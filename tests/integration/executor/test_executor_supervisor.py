@@ -85,7 +85,7 @@ def test_toil_worker_is_run_by_absolute_path(tmp_path):
 
 
 def test_no_toil_worker_beside_the_interpreter_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="_toil_worker is not installed beside"):
+    with pytest.raises(FileNotFoundError, match="_toil_worker is not installed in"):
         find_toil_worker(python=str(tmp_path / "python"))
 
 

@@ -78,9 +78,10 @@ def bundle(tmp_path: Path) -> tuple[str, Path]:
     return built.sha256, sandbox
 
 
-def make_executor(sandbox: Path, tmp_path: Path, **kwargs: Any) -> ToilExecutor:
+def make_executor(sandbox: Path, tmp_path: Path, *, extra_env: dict[str, str] | None = None,
+                  **kwargs: Any) -> ToilExecutor:
     env = {"PATH": "/usr/bin:/bin", "MESOS_SANDBOX": str(sandbox), "MESOS_EXECUTOR_ID": "ex1",
-           "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "1secs"}
+           "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": "1secs", **(extra_env or {})}
     return ToilExecutor(env=env, cache_dir=tmp_path / "cache", toil_version="9.6.0", **kwargs)
 
 
@@ -177,6 +178,71 @@ def test_version_mismatch_fails_the_task_with_the_fix(bundle, tmp_path, spec, fa
     assert text in failed["message"] and data_of(failed)["failure"] == failure
 
 
+def test_an_appliance_mismatch_fails_the_task_before_anything_runs(bundle, tmp_path):
+    sha256, sandbox = bundle
+    marker = tmp_path / "ran"
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path, appliance="quay.io/me/toil-mesos:1.0")
+    executor.launchTask(driver, task("t8", f"touch {marker}", sha256,
+                                     appliance="quay.io/me/toil-mesos:2.0"))
+    failed = driver.wait_for("t8", "TASK_FAILED")
+    assert driver.states("t8") == ["TASK_FAILED"]
+    assert failed["message"] == (
+        "this agent runs the appliance image quay.io/me/toil-mesos:1.0 but the leader expects "
+        "quay.io/me/toil-mesos:2.0 (TOIL_MESOS_APPLIANCE on the leader); start the agents from "
+        "quay.io/me/toil-mesos:2.0, or set TOIL_MESOS_APPLIANCE on the leader to "
+        "quay.io/me/toil-mesos:1.0"
+    )
+    assert data_of(failed) == {"exit_status": None, "failure": "appliance"}
+    assert not marker.exists()
+    assert not (tmp_path / "cache" / sha256).exists(), "nothing may be staged"
+
+
+def test_the_appliance_mismatch_is_named_before_a_version_mismatch(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path, appliance="toil-mesos:old")
+    executor.launchTask(driver, task("t9", "true", sha256, python="3.9",
+                                     appliance="toil-mesos:new"))
+    failed = driver.wait_for("t9", "TASK_FAILED")
+    assert data_of(failed)["failure"] == "appliance"
+    assert "start the agents from toil-mesos:new" in failed["message"]
+
+
+@pytest.mark.parametrize(
+    ("agent_env", "agent", "leader"),
+    [
+        ({}, "localhost/toil-mesos:dev", "toil-mesos:dev"),  # Podman's name for a local build
+        ({}, "docker.io/library/toil-mesos", "toil-mesos:latest"),
+        ({}, "toil-mesos:dev", None),  # the leader does not say: nothing to check
+        ({}, "", "toil-mesos:dev"),  # the agent does not know its image: nothing to check
+        ({"TOIL_MESOS_APPLIANCE": "localhost/toil-mesos:dev"}, None, "toil-mesos:dev"),
+        ({"TOIL_MESOS_APPLIANCE": ""}, None, "toil-mesos:dev"),
+    ],
+)
+def test_the_same_appliance_or_an_unknown_one_runs_the_job(bundle, tmp_path, agent_env, agent,
+                                                            leader):
+    sha256, sandbox = bundle
+    marker = tmp_path / "ran"
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path, appliance=agent, extra_env=agent_env)
+    executor.launchTask(driver, task("t10", f"touch {marker}", sha256, appliance=leader))
+    finished = driver.wait_for("t10", "TASK_FINISHED")
+    assert data_of(finished) == {"exit_status": 0, "failure": None}
+    assert marker.exists()
+
+
+def test_the_executor_reads_its_appliance_from_its_environment(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    executor = make_executor(sandbox, tmp_path,
+                             extra_env={"TOIL_MESOS_APPLIANCE": "toil-mesos:agent"})
+    executor.launchTask(driver, task("t11", "true", sha256, appliance="toil-mesos:leader"))
+    failed = driver.wait_for("t11", "TASK_FAILED")
+    assert data_of(failed)["failure"] == "appliance"
+    assert "this agent runs the appliance image toil-mesos:agent" in failed["message"]
+
+
 @pytest.mark.parametrize("data", ["not base64!", base64.b64encode(b"\x80\x04pickle").decode()])
 def test_malformed_task_data_is_refused_without_running_anything(tmp_path, data):
     driver = RecordingDriver()
@@ -225,12 +291,13 @@ def test_the_node_is_reported_from_registration_until_shutdown(tmp_path):
             self.sent.set()
 
     driver = Driver()
-    executor = make_executor(tmp_path, tmp_path)
+    executor = make_executor(tmp_path, tmp_path, appliance="localhost/toil-mesos:dev")
     executor.registered(driver, {}, {}, {"hostname": "agent-host"})
     assert driver.sent.wait(10)
     executor.shutdown(driver)
     report = NodeReport.decode(driver.messages[0])
     assert report is not None and report.hostname == "agent-host" and report.workers == 0
+    assert report.appliance == "localhost/toil-mesos:dev"
     sent = len(driver.messages)
     assert executor._reporter is not None
     executor._reporter.join(10)

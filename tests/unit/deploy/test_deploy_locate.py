@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import site
+import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from toil_mesos.deploy import (
     scan,
     script_module,
 )
-from toil_mesos.deploy._environment import dependency_closure
+from toil_mesos.deploy._environment import PythonEnvironment, dependency_closure
 from toil_mesos.deploy.manifest import RootKind
 from toil_mesos.errors import BundleError
 
@@ -218,3 +220,22 @@ def test_a_module_that_comes_with_toil_needs_no_root(environment):
     assert all(r.kind is not RootKind.PACKAGE_ROOT for r in plan.roots)
     statuses = {e.path: e.status for e in plan.entries}
     assert statuses[str(toil_root.resolve())] == "on-workers"
+
+
+def test_a_venvs_site_packages_that_do_not_exist_are_not_roots(tmp_path, monkeypatch):
+    """Debian's Python names ``local/lib/pythonX.Y/dist-packages`` and others for every
+    virtualenv; the venv has none of them, and they must not become roots to walk."""
+    real = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    real.mkdir(parents=True)
+    missing = tmp_path / "venv" / "local" / "lib" / "python3.11" / "dist-packages"
+    original = site.getsitepackages
+
+    def getsitepackages(prefixes=None):
+        if prefixes == [sys.prefix]:
+            return [str(real), str(missing)]
+        return original(prefixes)
+
+    monkeypatch.setattr(site, "getsitepackages", getsitepackages)
+    monkeypatch.setattr(sys, "base_prefix", "/nonexistent-base" if sys.prefix == sys.base_prefix
+                        else sys.base_prefix)
+    assert PythonEnvironment.current().venv_site_packages == (real,)

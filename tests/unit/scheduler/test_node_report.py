@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -21,3 +22,12 @@ def test_round_trip_and_measurement():
                                                    b'"version": 1}').decode()])
 def test_other_messages_are_not_reports(data):
     assert NodeReport.decode(data) is None
+
+
+def test_the_appliance_is_optional_both_ways():
+    report = measure_node("h", workers=0, appliance="toil-mesos:dev")
+    assert NodeReport.decode(report.encode()) == report
+    document = json.loads(base64.b64decode(report.encode()))
+    del document["appliance"]  # a report from an executor that predates the field
+    older = NodeReport.decode(base64.b64encode(json.dumps(document).encode()).decode())
+    assert older is not None and older.appliance is None and older.hostname == "h"

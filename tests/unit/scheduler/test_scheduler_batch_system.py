@@ -20,6 +20,7 @@ from toil.job import JobDescription
 
 from toil_mesos.errors import BundleError
 from toil_mesos.scheduler.batch_system import MesosBatchSystem, exit_of
+from toil_mesos.task_spec import TaskSpec
 
 GIB = 1024**3
 
@@ -139,6 +140,28 @@ def test_a_job_runs_and_is_reported_exactly_once(system):
     assert update.wallTime is not None and update.backing_id == task["task_id"]["value"]
     assert system.getUpdatedBatchJob(maxWait=0) is None
     assert system.getIssuedBatchJobIDs() == [] and system.getRunningBatchJobIDs() == {}
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("quay.io/me/toil-mesos:1.0", "quay.io/me/toil-mesos:1.0"), ("", None), (None, None)])
+def test_every_task_names_the_appliance_the_leader_expects(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("TOIL_MESOS_APPLIANCE", raising=False)
+    else:
+        monkeypatch.setenv("TOIL_MESOS_APPLIANCE", value)
+    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=RecordingDriver)
+    try:
+        # Read once, when the batch system starts.
+        monkeypatch.setenv("TOIL_MESOS_APPLIANCE", "changed-later:1")
+        driver = driver_of(batch)
+        batch.issueBatchJob("echo a", job("a"))
+        batch.issueBatchJob("echo b", job("b"))
+        driver.scheduler.resourceOffers(driver, [offer()])
+        specs = [TaskSpec.from_json(base64.b64decode(t["data"])) for t in driver.launched()]
+        assert [s.appliance for s in specs] == [expected, expected]
+    finally:
+        batch.shutdown()
 
 
 def test_the_workers_exact_exit_status_is_reported(system):

@@ -17,6 +17,7 @@ SPEC = TaskSpec(
     toil="9.6.0",
     cleanup={"work_dir": None, "coordination_dir": None, "workflow_id": "wf",
              "clean_work_dir": "always"},
+    appliance="quay.io/me/toil-mesos:1.0",
 )
 
 
@@ -44,6 +45,7 @@ def mutated(**changes: object) -> bytes:
         (mutated(environment={"A": 1}), "environment must map strings to strings"),
         (mutated(bundle_sha256="../x"), "bundle_sha256 is not a sha256"),
         (mutated(toil=9), "'toil' must be a string or null"),
+        (mutated(appliance=["x:dev"]), "'appliance' must be a string or null"),
         (mutated(cleanup={"workflow_id": "wf"}), "cleanup must give work_dir"),
         (mutated(cleanup={"work_dir": None, "coordination_dir": None, "workflow_id": None,
                           "clean_work_dir": "always"}), "cleanup must give"),
@@ -57,3 +59,24 @@ def test_bad_task_data_is_refused(data, problem):
 def test_no_bundle_is_allowed_for_shared_filesystems():
     spec = TaskSpec(job_id=1, command="true", python="3.11")
     assert TaskSpec.from_json(spec.to_json()).bundle_sha256 is None
+
+
+def test_the_appliance_is_optional_and_null_by_default():
+    spec = TaskSpec(job_id=1, command="true", python="3.11")
+    assert spec.appliance is None and json.loads(spec.to_json())["appliance"] is None
+    assert TaskSpec.from_json(spec.to_json()) == spec
+
+
+def test_task_data_without_the_appliance_key_is_still_version_1():
+    """Leaders from before the field existed write no ``appliance``; their tasks still run."""
+    document = json.loads(SPEC.to_json())
+    del document["appliance"]
+    assert document["version"] == 1
+    parsed = TaskSpec.from_json(json.dumps(document).encode())
+    assert parsed.appliance is None and parsed.job_id == SPEC.job_id
+
+
+def test_readers_ignore_keys_they_do_not_know():
+    """What lets an optional field be added without a new version, in either direction."""
+    data = mutated(later_field={"anything": 1})
+    assert TaskSpec.from_json(data) == SPEC

@@ -1,0 +1,51 @@
+"""The appliance image and a dockerized cluster made from it, shared by this directory's tests.
+
+These tests need a Docker-compatible engine (`appliance/dev-engine up` makes one with podman).
+Without one they skip, saying why; with ``TOIL_MESOS_REQUIRE_ENGINE=1`` (as CI sets) they fail
+instead, so a broken engine cannot pass for a green run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import docker
+import pytest
+from appliance_helpers import ApplianceCluster, engine_client
+from build_image import DEFAULT_BASE_IMAGE, build_image
+
+IMAGE = os.environ.get("TOIL_MESOS_TEST_IMAGE", "toil-mesos-appliance:test")
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    client, reason = engine_client()
+    if client is None:
+        if os.environ.get("TOIL_MESOS_REQUIRE_ENGINE") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return client
+
+
+@pytest.fixture(scope="session")
+def appliance_image(engine: docker.DockerClient) -> str:
+    """The image built from this checkout (the engine's layer cache makes a rebuild quick)."""
+    started = time.monotonic()
+    base = os.environ.get("TOIL_MESOS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+    built = build_image(engine, tag=IMAGE, base_image=base)
+    print(f"\nappliance image {built.tag} built in {time.monotonic() - started:.1f} s")
+    return built.tag
+
+
+@pytest.fixture(scope="session")
+def appliance_cluster(
+    engine: docker.DockerClient, appliance_image: str
+) -> Iterator[ApplianceCluster]:
+    cluster = ApplianceCluster(engine, appliance_image, agents=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
