@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import socket
 import tarfile
 import time
 import urllib.request
@@ -48,10 +49,18 @@ def engine_client() -> tuple[docker.DockerClient | None, str]:
         where = f"unix://{DEV_ENGINE_SOCKET}"
     else:
         where = "unix:///var/run/docker.sock"
+    client = None
     try:
+        if where.startswith("unix://"):
+            # docker's own unix connection leaks its socket when connect() fails.
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(5)
+                probe.connect(where[len("unix://"):])
         client = docker.DockerClient(base_url=where, timeout=120)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
+        if client is not None:
+            client.close()
         return None, (
             f"no Docker-compatible engine at {where} ({type(exc).__name__}); start one with "
             "`appliance/dev-engine up` and export the DOCKER_HOST it prints"

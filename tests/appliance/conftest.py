@@ -20,13 +20,14 @@ IMAGE = os.environ.get("TOIL_MESOS_TEST_IMAGE", "toil-mesos-appliance:test")
 
 
 @pytest.fixture(scope="session")
-def engine() -> docker.DockerClient:
+def engine() -> Iterator[docker.DockerClient]:
     client, reason = engine_client()
     if client is None:
         if os.environ.get("TOIL_MESOS_REQUIRE_ENGINE") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    return client
+    with client:
+        yield client
 
 
 @pytest.fixture(scope="session")
