@@ -48,7 +48,7 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[Site]:
+def site(tally) -> Iterator[Site]:
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("hiding the leader's files from agents needs root and unshare")
     with cluster_work_dir("toil-mesos-leader-faults-") as work:
@@ -59,6 +59,7 @@ def site() -> Iterator[Site]:
             yield Site(mini, work, python)
             record = mini.record
         found = leftovers(record, work, work / "visible")
+        tally.leftovers_found(len(found))
         assert not found, found
     assert not work.exists()
 
@@ -68,7 +69,8 @@ def staged_bundles(cache: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("code_change", [False, True], ids=["same-code", "changed-code"])
-def test_a_killed_leader_is_restarted_without_running_a_job_twice(site: Site, code_change):
+def test_a_killed_leader_is_restarted_without_running_a_job_twice(site: Site, code_change,
+                                                                  tally):
     name = "changed" if code_change else "same"
     mini = site.mini
     project = site.work / "leader" / name
@@ -90,6 +92,7 @@ def test_a_killed_leader_is_restarted_without_running_a_job_twice(site: Site, co
         old_id = framework[1]
         first.kill()  # SIGKILL: no teardown, no cleanup
         first.wait(timeout=30)
+        tally.fault()
     finally:
         if first.poll() is None:
             first.kill()
@@ -139,7 +142,9 @@ def test_a_killed_leader_is_restarted_without_running_a_job_twice(site: Site, co
     version = "v2" if code_change else "v1"
     expected = [f"{version}:{i * i}" for i in range(JOBS)]
     assert f"RESULT {expected}".replace("'", '"') in output, output[-3000:]
-    assert not check_outputs(records, JOBS, version)
+    lost = check_outputs(records, JOBS, version)
+    tally.jobs(checked=JOBS, lost=len(lost))
+    assert not lost, lost
     result = Records.read(records)
     assert not result.overlaps(), result.overlaps()
     assert result.reissued() >= 1  # the jobs the first leader left running ran again

@@ -129,7 +129,7 @@ def soak_dir():
     assert not work.exists()
 
 
-def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path, capsys):
+def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path, capsys, tally):
     work = soak_dir
     leader, visible = work / "leader", work / "visible"
     records, bundle_cache = visible / "records", visible / "bundle-cache"
@@ -173,6 +173,9 @@ def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path,
     overlaps = result.overlaps()
     reissued = result.reissued()
     task_failures = len(TASK_ENDED.findall(output))
+    tally.fault(sum(injector.done.values()))
+    tally.jobs(checked=JOBS, lost=len(lost))
+    tally.leftovers_found(len(found))
     with capsys.disabled():
         print(f"\nsoak (seed {SEED}): faults injected: {sum(injector.done.values())} "
               f"({', '.join(f'{k} {v}' for k, v in sorted(injector.done.items()))}); "

@@ -53,5 +53,10 @@ def make_bundle(
     """
     opts = options or DeployOptions()
     contents = scan(locate(module, options=opts), opts)
-    check_native(contents, opts.native, option=opts.option_names.get("native", "--native"))
+    check_native(
+        contents,
+        opts.native,
+        option=opts.option_names.get("native", "--native"),
+        exclude_option=opts.option_names.get("exclude_distributions", "--exclude-distribution"),
+    )
     return build(contents, out_dir)

@@ -138,8 +138,17 @@ def _without_empty_roots(plan: Plan, renamed: dict[str, str]) -> Plan:
     return replace(plan, roots=roots, entries=tuple(entries))
 
 
-def check_native(contents: Contents, policy: NativePolicy, *, option: str = "--native") -> None:
+def check_native(
+    contents: Contents,
+    policy: NativePolicy,
+    *,
+    option: str = "--native",
+    exclude_option: str = "--exclude-distribution",
+) -> None:
     """Apply the native-code policy; log what ships.
+
+    *option* and *exclude_option* are the flags that set the policy and leave code out where
+    the options come from, so the refusal names flags the user has.
 
     :raises BundleError: native code under the refuse policy, or any extension built for
         another Python version than the leader's (it could never load on the workers).
@@ -155,8 +164,9 @@ def check_native(contents: Contents, policy: NativePolicy, *, option: str = "--n
         raise BundleError(
             f"the code to ship contains native code, refused by {option}={policy.value}:\n"
             f"{list_native(contents.native)}\n"
-            "install these distributions on the workers (then name them with "
-            "--exclude-distribution), or allow shipping native code"
+            "install these distributions on the workers (then leave them out with "
+            f"{exclude_option}), or allow shipping native code with "
+            f"{option}={NativePolicy.WARN.value}"
         )
     if contents.native:
         logger.warning(

@@ -21,6 +21,7 @@ event can live in one module.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NewType, TypeAlias
@@ -318,10 +319,14 @@ def _decode_json(record: bytes) -> Any:
     return obj
 
 
-def _section(obj: Any, name: str) -> Any:
-    value = obj.get(name)
-    if not isinstance(value, dict):
-        raise RemoteProtocolError(f"{obj['type']} event has no {name!r} object")
+def _section(obj: Any, *path: str) -> Any:
+    """The JSON object at *path* inside the event *obj*, e.g. ``("update", "status")``."""
+    value = obj
+    for depth, name in enumerate(path):
+        value = value.get(name)
+        if not isinstance(value, dict):
+            where = ".".join(path[: depth + 1])
+            raise RemoteProtocolError(f"{obj['type']} event has no {where!r} object")
     return value
 
 
@@ -358,8 +363,12 @@ def _list(obj: Any, name: str, where: str) -> tuple[Any, ...]:
 def _parse_subscribed(obj: Any) -> Subscribed:
     sub = _section(obj, "subscribed")
     interval = sub.get("heartbeat_interval_seconds")
+    # NaN and Infinity are valid JSON to Python's parser, and either would mean "never late".
     if interval is not None and (
-        isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not math.isfinite(interval)
+        or interval <= 0
     ):
         raise RemoteProtocolError(f"SUBSCRIBED has a bad heartbeat interval {interval!r}")
     return Subscribed(
@@ -370,7 +379,7 @@ def _parse_subscribed(obj: Any) -> Subscribed:
 
 
 def _parse_update(obj: Any) -> Update:
-    status = _section(_section(obj, "update"), "status")
+    status = _section(obj, "update", "status")
     uuid = status.get("uuid")
     if uuid is not None and not isinstance(uuid, str):
         raise RemoteProtocolError(f"UPDATE has a non-string uuid {uuid!r}")
@@ -427,7 +436,7 @@ _SCHEDULER_PARSERS: dict[str, Callable[[Any], SchedulerEvent]] = {
     ),
     "UPDATE": _parse_update,
     "UPDATE_OPERATION_STATUS": lambda o: UpdateOperationStatus(
-        status=_section(_section(o, "update_operation_status"), "status")
+        status=_section(o, "update_operation_status", "status")
     ),
     "MESSAGE": _parse_message,
     "FAILURE": _parse_failure,
@@ -452,7 +461,7 @@ def parse_scheduler_event(record: bytes) -> SchedulerEvent:
 def _parse_executor_subscribed(obj: Any) -> ExecutorSubscribed:
     sub = _section(obj, "subscribed")
     for name in ("executor_info", "framework_info", "agent_info"):
-        _section(sub, name)
+        _section(obj, "subscribed", name)
     return ExecutorSubscribed(
         executor_info=sub["executor_info"],
         framework_info=sub["framework_info"],
@@ -462,12 +471,12 @@ def _parse_executor_subscribed(obj: Any) -> ExecutorSubscribed:
 
 
 def _parse_launch(obj: Any) -> Launch:
-    task = _section(_section(obj, "launch"), "task")
+    task = _section(obj, "launch", "task")
     return Launch(task_id=TaskId(_required_id(task, "task_id", "LAUNCH task")), task=task)
 
 
 def _parse_launch_group(obj: Any) -> LaunchGroup:
-    group = _section(_section(obj, "launch_group"), "task_group")
+    group = _section(obj, "launch_group", "task_group")
     tasks = _list(group, "tasks", "LAUNCH_GROUP task_group")
     ids = []
     for task in tasks:

@@ -416,7 +416,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             plan = locate(module, environment=self._python_environment,
                           options=self._options.deploy)
             contents = scan(plan, self._options.deploy)
-            check_native(contents, self._options.deploy.native, option="--mesosNativeCode")
+            check_native(contents, self._options.deploy.native, option="--mesosNativeCode",
+                         exclude_option="--mesosBundleExclude")
             if not contents.files:
                 logger.info("nothing to ship: the workflow's code comes with the agents")
                 return _Deployment(None, None, contents)

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -47,13 +48,12 @@ class BundleServer:
         self._lock = threading.Lock()
         handler = type("_BoundHandler", (_Handler,), {"server_state": self})
         try:
-            self._httpd = http.server.ThreadingHTTPServer((host, port), handler)
+            self._httpd = _HTTPServer((host, port), handler)
         except OSError as exc:
             raise BundleError(
                 f"cannot serve bundles on {host}:{port}: {exc.strerror or exc}; "
                 "choose another address or port for the bundle server"
             ) from None
-        self._httpd.daemon_threads = True
         # A short poll interval keeps close() prompt; the loop is idle otherwise.
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -107,6 +107,15 @@ class BundleServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    # When a workflow starts, every agent's fetcher may come at once. socketserver's backlog of
+    # 5 makes the kernel drop the handshakes beyond it, and those clients then wait for SYN-ACK
+    # retransmits (1, 2, 4, ... s): a crowd of 100 fetchers took up to a minute, some timed out.
+    # The kernel caps this at net.core.somaxconn.
+    request_queue_size = socket.SOMAXCONN
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
