@@ -26,8 +26,10 @@ def engine() -> Iterator[docker.DockerClient]:
         if os.environ.get("TOIL_MESOS_REQUIRE_ENGINE") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    with client:
+    try:
         yield client
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="session")
