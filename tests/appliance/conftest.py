@@ -17,6 +17,7 @@ from appliance_helpers import ApplianceCluster, engine_client
 from build_image import DEFAULT_BASE_IMAGE, build_image
 
 IMAGE = os.environ.get("TOIL_MESOS_TEST_IMAGE", "toil-mesos-appliance:test")
+_TIMINGS = pytest.StashKey[dict[str, float]]()
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +34,37 @@ def engine() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def appliance_image(engine: docker.DockerClient) -> str:
+def appliance_image(engine: docker.DockerClient, request: pytest.FixtureRequest) -> str:
     """The image built from this checkout (the engine's layer cache makes a rebuild quick)."""
     started = time.monotonic()
     base = os.environ.get("TOIL_MESOS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
     built = build_image(engine, tag=IMAGE, base_image=base)
-    print(f"\nappliance image {built.tag} built in {time.monotonic() - started:.1f} s")
+    _timings(request)["image built"] = time.monotonic() - started
     return built.tag
 
 
 @pytest.fixture(scope="session")
 def appliance_cluster(
-    engine: docker.DockerClient, appliance_image: str
+    engine: docker.DockerClient, appliance_image: str, request: pytest.FixtureRequest
 ) -> Iterator[ApplianceCluster]:
     cluster = ApplianceCluster(engine, appliance_image, agents=3)
+    started = time.monotonic()
     try:
         cluster.start()
+        _timings(request)["cluster up"] = time.monotonic() - started
         yield cluster
     finally:
         cluster.close()
+        _timings(request)["whole cluster's life"] = time.monotonic() - started
+
+
+def _timings(request: pytest.FixtureRequest) -> dict[str, float]:
+    return request.config.stash.setdefault(_TIMINGS, {})
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    timings = terminalreporter.config.stash.get(_TIMINGS, None)
+    if timings:
+        terminalreporter.write_sep("-", "appliance summary")
+        parts = [f"{name} in {seconds:.1f} s" for name, seconds in timings.items()]
+        terminalreporter.write_line("appliance: " + "; ".join(parts))
