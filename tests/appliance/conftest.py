@@ -43,7 +43,7 @@ def appliance_image(engine: docker.DockerClient, request: pytest.FixtureRequest)
     return built.tag
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def appliance_cluster(
     engine: docker.DockerClient, appliance_image: str, request: pytest.FixtureRequest
 ) -> Iterator[ApplianceCluster]:
@@ -55,7 +55,7 @@ def appliance_cluster(
         yield cluster
     finally:
         cluster.close()
-        _timings(request)["whole cluster's life"] = time.monotonic() - started
+        _timings(request)["tests with the cluster"] = time.monotonic() - started
 
 
 def _timings(request: pytest.FixtureRequest) -> dict[str, float]:
