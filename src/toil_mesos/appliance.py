@@ -269,7 +269,15 @@ def run(args: argparse.Namespace) -> int:
         os.environ, master=args.master, ip=args.ip, listens=args.role != "leader"
     )
     argv, extra = role_argv(args.role, config, command)
-    (config.work_dir / "log").mkdir(parents=True, exist_ok=True)
+    if args.role != "leader":
+        log_dir = config.work_dir / "log"
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ApplianceError(
+                f"cannot make the log directory {log_dir} ({exc.strerror}); "
+                "set TOIL_MESOS_WORK_DIR to a writable directory"
+            ) from None
     logger.info("appliance %s: %s", args.role, argv)
     sys.stdout.flush()
     sys.stderr.flush()

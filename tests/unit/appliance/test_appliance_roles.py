@@ -159,3 +159,13 @@ def test_the_cli_runs_the_role(monkeypatch, capsys):
 def test_a_command_is_refused_for_the_master_role(capsys):
     assert cli_main(["appliance", "--ip", "10.0.0.2", "master", "echo"]) == 2
     assert "the master role takes no command" in capsys.readouterr().err
+
+
+def test_an_unwritable_work_dir_is_named_with_the_variable_to_set(monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TOIL_MESOS_WORK_DIR", str(blocker / "mesos"))
+    assert cli_main(["appliance", "--ip", "10.0.0.2", "master"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot make the log directory {blocker}/mesos/log" in err
+    assert "set TOIL_MESOS_WORK_DIR" in err
