@@ -341,11 +341,14 @@ def test_a_crowd_gets_identical_bytes_while_slow_clients_block_nobody(large_stor
     address = store.server.address
     expected = store.expected_digest()
     size = store.archive.stat().st_size
-    slow = [SlowClient(address, store.path, how)
-            for how in ("read", "read", "read", "send", "send", "partial", "partial", "partial")]
-    idle = [socket.create_connection(address, timeout=TIMEOUT) for _ in range(20)]
-    tally.bad_input(len(slow) + len(idle))
-    try:
+    slow: list[SlowClient] = []
+    idle: list[socket.socket] = []
+    try:  # each made inside: closed below even if a later one cannot connect
+        for how in ("read", "read", "read", "send", "send", "partial", "partial", "partial"):
+            slow.append(SlowClient(address, store.path, how))
+        for _ in range(20):
+            idle.append(socket.create_connection(address, timeout=TIMEOUT))
+        tally.bad_input(len(slow) + len(idle))
         time.sleep(2.0)  # let the slow readers' server threads fill their sockets and block
         start = threading.Barrier(100)
         results: list[tuple[int, str] | BaseException] = []

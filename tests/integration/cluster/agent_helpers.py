@@ -61,6 +61,58 @@ def b64(obj: Any) -> str:
     return base64.b64encode(json.dumps(obj).encode()).decode()
 
 
+# -- file server ---------------------------------------------------------------------------
+
+
+class FileServer(ThreadingHTTPServer):
+    """Serves named byte strings with Content-Length (so an agent's fetcher caches them), and
+    records the method of every request, as the fetcher sent them."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, body: bool) -> None:
+                outer.requests.append(self.command)
+                data = outer.files.get(self.path.lstrip("/"))
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def url(self, name: str, data: bytes) -> str:
+        """Serve *data* as *name*; the URL to fetch it from."""
+        self.files[name] = data
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(10)
+
+
 # -- stub master ---------------------------------------------------------------------------
 
 

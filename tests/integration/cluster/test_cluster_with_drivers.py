@@ -9,13 +9,11 @@ restarts; each must reach the framework as Mesos reports it.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
 import queue
 import signal
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agent_helpers import FileServer
 
 from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
 from toil_mesos.mesos.driver import SchedulerDriver
@@ -114,42 +113,12 @@ class Recorder(Scheduler):
                              timeout)[1]
 
 
-class UriServer(http.server.ThreadingHTTPServer):
-    """Serves one file with Content-Length and counts the requests, as the fetcher sees them."""
-
-    def __init__(self, content: bytes) -> None:
-        self.requests: list[str] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self, body: bool) -> None:
-                outer.requests.append(self.command)
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                if body:
-                    self.wfile.write(content)
-
-            def do_HEAD(self) -> None:
-                self._answer(False)
-
-            def do_GET(self) -> None:
-                self._answer(True)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-
 @pytest.fixture
-def world() -> Iterator[tuple[MiniCluster, Recorder, SchedulerDriver, UriServer, Path]]:
+def world() -> Iterator[tuple[MiniCluster, Recorder, SchedulerDriver, FileServer, Path]]:
     with cluster_work_dir("toil-mesos-drivers-") as work:
         pids = work / "pids"
         pids.mkdir()
-        server = UriServer(EXECUTOR_SCRIPT.encode())
+        server = FileServer()
         with MiniCluster(work / "cluster", agents=1, master_args=["--agent-timeout", "2"]) as mini:
             recorder = Recorder()
             framework = {"user": "root", "name": "drivers-test", "roles": ["*"],
@@ -163,17 +132,16 @@ def world() -> Iterator[tuple[MiniCluster, Recorder, SchedulerDriver, UriServer,
             finally:
                 driver.stop(failover=False)
                 driver.join(timeout=30)
-                server.shutdown()
-                server.server_close()
+                server.close()
 
 
-def executor(executor_id: str, server: UriServer, pids: Path) -> dict[str, Any]:
+def executor(executor_id: str, server: FileServer, pids: Path) -> dict[str, Any]:
     return {
         "executor_id": {"value": executor_id},
         "type": "CUSTOM",
         "command": {
             "value": f"{sys.executable} echo_executor.py {pids}",
-            "uris": [{"value": f"http://127.0.0.1:{server.server_address[1]}/echo_executor.py",
+            "uris": [{"value": server.url("echo_executor.py", EXECUTOR_SCRIPT.encode()),
                       "cache": True, "extract": False, "output_file": "echo_executor.py"}],
         },
     }
