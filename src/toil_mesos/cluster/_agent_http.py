@@ -22,8 +22,8 @@ from toil_mesos.cluster._agent_files import FilesAnswer, SandboxFiles
 from toil_mesos.cluster._agent_model import (
     JSON,
     LOGGER_NAME,
-    EventStream,
     ExecutorCallResult,
+    ExecutorEventStream,
     value_of,
 )
 
@@ -49,7 +49,7 @@ class AgentApi(Protocol):
 
     def send_to_executor(self, framework_id: str, executor_id: str, events: list[JSON]) -> None: ...
 
-    def executor_stream_ended(self, stream: EventStream) -> None: ...
+    def executor_stream_ended(self, stream: ExecutorEventStream) -> None: ...
 
 
 class AgentHTTPServer(ThreadingHTTPServer):
@@ -189,7 +189,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- executor subscription --------------------------------------------------------------
 
-    def _stream_events(self, stream: EventStream) -> None:
+    def _stream_events(self, stream: ExecutorEventStream) -> None:
         agent = self.server.agent
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")

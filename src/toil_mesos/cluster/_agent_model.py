@@ -33,8 +33,8 @@ __all__ = [
     "LOGGER_NAME",
     "AgentCall",
     "AgentCore",
-    "EventStream",
     "ExecutorCallResult",
+    "ExecutorEventStream",
     "ExecutorPhase",
     "ExecutorRecord",
     "FrameworkRecord",
@@ -64,7 +64,7 @@ class ExecutorPhase(enum.Enum):
     TERMINATED = "TERMINATED"
 
 
-class EventStream:
+class ExecutorEventStream:
     """Events for one subscribed executor, written by its HTTP handler thread."""
 
     def __init__(self) -> None:
@@ -105,7 +105,7 @@ class ExecutorRecord:
     sandbox: Path
     phase: ExecutorPhase = ExecutorPhase.LAUNCHING
     process: ExecutorProcess | None = None
-    stream: EventStream | None = None
+    stream: ExecutorEventStream | None = None
     queued: dict[str, TaskRecord] = field(default_factory=dict)
     launched: dict[str, TaskRecord] = field(default_factory=dict)
     completed: list[TaskRecord] = field(default_factory=list)
@@ -154,7 +154,7 @@ class ExecutorCallResult:
     #: ``text/plain`` reason of an error answer.
     error: str = ""
     #: The new subscription (SUBSCRIBE answered 200).
-    stream: EventStream | None = None
+    stream: ExecutorEventStream | None = None
     #: Events for the executor's stream once the answer is written (ACKNOWLEDGED).
     after: tuple[JSON, ...] = ()
 

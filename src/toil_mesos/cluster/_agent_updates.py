@@ -17,8 +17,8 @@ from toil_mesos.cluster._agent_model import (
     JSON,
     LOGGER_NAME,
     AgentCore,
-    EventStream,
     ExecutorCallResult,
+    ExecutorEventStream,
     ExecutorPhase,
     ExecutorRecord,
     FrameworkRecord,
@@ -209,7 +209,7 @@ class StatusUpdates:
             )
         if executor.stream is not None:
             executor.stream.close()
-        stream = EventStream()
+        stream = ExecutorEventStream()
         executor.stream = stream
         executor.phase = ExecutorPhase.RUNNING
         executor.registration_deadline = None
@@ -243,7 +243,7 @@ class StatusUpdates:
         self._core.cond.notify_all()
         return ExecutorCallResult(status=200, stream=stream)
 
-    def stream_ended(self, stream: EventStream) -> None:
+    def stream_ended(self, stream: ExecutorEventStream) -> None:
         """The executor's subscription connection closed."""
         with self._core.cond:
             for executor in self._core.executors():

@@ -52,8 +52,8 @@ from toil_mesos.cluster._agent_model import (
     JSON,
     LOGGER_NAME,
     AgentCore,
-    EventStream,
     ExecutorCallResult,
+    ExecutorEventStream,
     ExecutorPhase,
 )
 from toil_mesos.cluster._agent_state import AgentStateRenderer
@@ -223,7 +223,7 @@ class Agent:
         """Handle one ``/api/v1/executor`` call (validation as the recorded agent did it)."""
         return self._updates.executor_call(call)
 
-    def executor_stream_ended(self, stream: EventStream) -> None:
+    def executor_stream_ended(self, stream: ExecutorEventStream) -> None:
         """The executor's subscription connection closed."""
         self._updates.stream_ended(stream)
 
