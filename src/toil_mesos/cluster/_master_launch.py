@@ -1,6 +1,6 @@
 """ACCEPT: offers taken, tasks checked as Mesos checks them, and launched on the agent.
 
-:class:`Launcher` takes the accepted offers from the :class:`Allocator`, checks each task in
+:class:`TaskLauncher` takes the accepted offers from the :class:`Allocator`, checks each task in
 the order of ``validation::task::validate`` (an invalid task gets TASK_ERROR with the recorded
 message and no ``uuid``), records the valid ones and sends RUN_TASK to the agent. What is left
 of the offers is refused for the ACCEPT's ``refuse_seconds``, as Mesos does.
@@ -32,14 +32,14 @@ from toil_mesos.cluster._master_model import (
 from toil_mesos.cluster._master_tasks import master_status
 from toil_mesos.cluster._offers import ResourceBag, ResourceError
 
-__all__ = ["Launcher"]
+__all__ = ["TaskLauncher"]
 
 logger = logging.getLogger(__name__)
 
 _NOTHING = ResourceBag()
 
 
-class Launcher:
+class TaskLauncher:
     """The ACCEPT call: offer checks, task checks, RUN_TASK."""
 
     def __init__(

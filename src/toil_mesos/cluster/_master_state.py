@@ -33,7 +33,7 @@ from toil_mesos.cluster._executor_info import executor_info_text
 from toil_mesos.cluster._master_agents import Agents
 from toil_mesos.cluster._master_allocation import Allocator
 from toil_mesos.cluster._master_frameworks import Frameworks, master_info
-from toil_mesos.cluster._master_launch import Launcher
+from toil_mesos.cluster._master_launch import TaskLauncher
 from toil_mesos.cluster._master_model import (
     AGENT_TRANSITIONS,
     FRAMEWORK_TRANSITIONS,
@@ -124,7 +124,9 @@ class MasterState:
         self._tasks = Tasks(
             self._frameworks, self._agent_registry, self._allocator, wall_clock=wall_clock
         )
-        self._launcher = Launcher(self._agent_registry, self._allocator, wall_clock=wall_clock)
+        self._task_launcher = TaskLauncher(
+            self._agent_registry, self._allocator, wall_clock=wall_clock
+        )
         self._reconciler = Reconciler(self._agent_registry, wall_clock=wall_clock)
         self._renderer = StateRenderer(
             config,
@@ -135,7 +137,7 @@ class MasterState:
         )
         self._handlers: Mapping[str, _Handler] = {
             "TEARDOWN": self._teardown,
-            "ACCEPT": self._launcher.accept,
+            "ACCEPT": self._task_launcher.accept,
             "DECLINE": self._decline,
             "REVIVE": self._revive,
             "SUPPRESS": self._suppress,
