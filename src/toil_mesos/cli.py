@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toil_mesos import __version__, appliance
+from toil_mesos._cache_commands import add_cache_commands
 from toil_mesos.cluster import launcher
 from toil_mesos.deploy import (
     DeployOptions,
@@ -69,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the Mesos executor that runs Toil's workers (started by Mesos agents, not by hand)",
     )
 
-    bundle = commands.add_parser("bundle", help="inspect or build the bundle of a workflow")
+    bundle = commands.add_parser(
+        "bundle", help="inspect or build the bundle of a workflow, or its staged cache"
+    )
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
     inspect = bundle_commands.add_parser(
         "inspect", help="show what would ship to the workers, and why"
@@ -84,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         help="directory to write <sha256>.tar.zst into",
     )
     build_cmd.set_defaults(handler=_build)
+    add_cache_commands(bundle_commands)
     _add_cluster_commands(commands)
 
     appliance_cmd = commands.add_parser(
