@@ -39,6 +39,7 @@ import secrets
 import shutil
 import stat
 import tarfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -377,10 +378,12 @@ def _disk_usage(directory: Path) -> int:
 # -- removing ----------------------------------------------------------------------------------
 
 
-def evict(cache: Path, sha256: str) -> bool:
+def evict(cache: Path, sha256: str, *, background: bool = False) -> bool:
     """Remove staged bundle *sha256* unless someone holds it; True when it was removed.
 
-    Never waits: a held lease means "in use", and the bundle stays.
+    Never waits: a held lease means "in use", and the bundle stays. With *background*, the
+    renamed tree is deleted by a thread of this process (joined at exit), so that a stager
+    making room does not make its task wait for the deletion of another bundle.
     """
     path = lease_path(cache, sha256)
     try:
@@ -410,7 +413,12 @@ def evict(cache: Path, sha256: str) -> bool:
         os.close(fd)
     if graveyard is None:
         return False
-    _remove_tree(graveyard)
+    if background:
+        threading.Thread(
+            target=_remove_tree, args=(graveyard,), name="bundle-cache-eviction"
+        ).start()
+    else:
+        _remove_tree(graveyard)
     return True
 
 
@@ -442,9 +450,11 @@ def _remove_leftovers(cache: Path) -> None:
 def make_room(cache: Path, *, incoming: int, cap: int) -> list[CacheEntry]:
     """Evict least recently used bundles so that the cache plus *incoming* bytes fits *cap*.
 
-    Called by a stager before it extracts a new bundle. When the bundles in use alone pass the
-    cap, staging goes on anyway (a task must not fail for want of cache room that a running
-    task holds) and this is logged once per cache directory.
+    Called by a stager before it extracts a new bundle. Victims are renamed away at once and
+    deleted in the background, so the task waiting for this staging does not pay for deleting
+    another bundle's files. When the bundles in use alone pass the cap, staging goes on anyway
+    (a task must not fail for want of cache room that a running task holds) and this is logged
+    once per cache directory.
     """
     _remove_leftovers(cache)
     entries = list_cache(cache)
@@ -453,7 +463,7 @@ def make_room(cache: Path, *, incoming: int, cap: int) -> list[CacheEntry]:
         return []
     removed: list[CacheEntry] = []
     for victim in choose_victims(entries, cap, incoming=incoming):
-        if evict(cache, victim.sha256):
+        if evict(cache, victim.sha256, background=True):
             removed.append(victim)
             total -= victim.size
             logger.info(
