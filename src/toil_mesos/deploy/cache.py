@@ -272,8 +272,7 @@ def acquire_lease(cache: Path, sha256: str) -> BundleLease:
     path = lease_path(cache, sha256)
     for _ in range(_LEASE_ATTEMPTS):
         try:
-            cache.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open_lease(cache, path)
         except OSError as exc:
             # A cache this process cannot write: nobody can evict from it either. Staging
             # reports the problem itself if it has to write there.
@@ -291,6 +290,15 @@ def acquire_lease(cache: Path, sha256: str) -> BundleLease:
             raise
         os.close(fd)  # an evictor unlinked the file we locked: lock the new one
     raise BundleError(f"could not lease bundle {sha256} in {str(cache)!r}: evicted repeatedly")
+
+
+def _open_lease(cache: Path, path: Path) -> int:
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:  # the first staging into a new cache
+        cache.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
 
 
 def _same_file(opened: os.stat_result, path: Path) -> bool:
