@@ -23,7 +23,7 @@ from toil_mesos.deploy.cache import (
 )
 from toil_mesos.deploy.stage import CACHE_ENV, default_cache_dir
 
-__all__ = ["add_cache_commands"]
+__all__ = ["add_cache_commands", "size_argument"]
 
 
 def add_cache_commands(
@@ -49,7 +49,7 @@ def add_cache_commands(
     )
     _add_cache_dir(pruning)
     pruning.add_argument(
-        "--max-bytes", type=_size, metavar="SIZE",
+        "--max-bytes", type=size_argument, metavar="SIZE",
         help="keep the cache under SIZE (e.g. 5G; units are powers of 1024)",
     )
     pruning.add_argument(
@@ -67,7 +67,8 @@ def _add_cache_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _size(text: str) -> int:
+def size_argument(text: str) -> int:
+    """An argparse type for sizes like ``5G`` (see :func:`~toil_mesos.deploy.cache.parse_size`)."""
     try:
         return parse_size(text)
     except ValueError as exc:

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toil_mesos import __version__, appliance
-from toil_mesos._cache_commands import add_cache_commands
+from toil_mesos._cache_commands import add_cache_commands, size_argument
 from toil_mesos.cluster import launcher
-from toil_mesos.cluster._fetcher import fetcher_cache_size
 from toil_mesos.deploy import (
     DeployOptions,
     NativePolicy,
@@ -291,7 +290,7 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
              "the master listens on the host's address there (needs root and ip)",
     )
     up.add_argument(
-        "--fetcher-cache-size", default=None, metavar="SIZE", type=fetcher_cache_size,
+        "--fetcher-cache-size", default=None, metavar="SIZE", type=size_argument,
         help="bound of each agent's fetcher cache, least recently used evicted first, as "
              "Mesos' --fetcher_cache_size (e.g. 500M; default: 2GB)",
     )
