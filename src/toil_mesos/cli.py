@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toil_mesos import __version__, appliance
+from toil_mesos._cache_commands import add_cache_commands, size_argument
 from toil_mesos.cluster import launcher
 from toil_mesos.deploy import (
     DeployOptions,
@@ -69,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the Mesos executor that runs Toil's workers (started by Mesos agents, not by hand)",
     )
 
-    bundle = commands.add_parser("bundle", help="inspect or build the bundle of a workflow")
+    bundle = commands.add_parser(
+        "bundle", help="inspect or build the bundle of a workflow, or its staged cache"
+    )
     bundle_commands = bundle.add_subparsers(dest="bundle_command", required=True)
     inspect = bundle_commands.add_parser(
         "inspect", help="show what would ship to the workers, and why"
@@ -84,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         help="directory to write <sha256>.tar.zst into",
     )
     build_cmd.set_defaults(handler=_build)
+    add_cache_commands(bundle_commands)
     _add_cluster_commands(commands)
 
     appliance_cmd = commands.add_parser(
@@ -285,6 +289,11 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
         help="give each agent its own network namespace and address on a private bridge; "
              "the master listens on the host's address there (needs root and ip)",
     )
+    up.add_argument(
+        "--fetcher-cache-size", default=None, metavar="SIZE", type=size_argument,
+        help="bound of each agent's fetcher cache, least recently used evicted first, as "
+             "Mesos' --fetcher_cache_size (e.g. 500M; default: 2GB)",
+    )
     up.add_argument("--timeout", type=_positive, default=defaults.ready_timeout, metavar="S",
                     help="seconds to wait for every daemon to be ready (default: %(default)s)")
     up.set_defaults(handler=_cluster_up)
@@ -297,7 +306,8 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
     status.set_defaults(handler=_cluster_status)
 
     down = cluster_commands.add_parser(
-        "down", help="stop the cluster and remove its namespaces and links (idempotent)",
+        "down", help="stop the cluster, remove its namespaces, links, sandboxes and fetcher "
+        "caches; keep its logs (idempotent)",
     )
     _add_work_dir(down)
     down.add_argument(
@@ -318,6 +328,10 @@ def _cluster_up(args: argparse.Namespace) -> int:
     options = launcher.ClusterOptions(
         agents=args.agents, cpus=args.cpus, mem=args.mem, disk=args.disk,
         hide=tuple(args.hide), netns=args.netns, ready_timeout=args.timeout,
+        agent_args=(
+            () if args.fetcher_cache_size is None
+            else ("--fetcher-cache-size", str(args.fetcher_cache_size))
+        ),
     )
     # A SIGTERM or SIGHUP while daemons start must still stop them: turn it into SystemExit,
     # which `up` cleans up after like any other failure.

@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from toil_mesos.cluster._executors import ENVIRONMENT_VARIABLES_FLAG, parse_environment_variables
-from toil_mesos.cluster._fetcher import DEFAULT_FETCHER_TIMEOUT
+from toil_mesos.cluster._fetcher import (
+    DEFAULT_FETCHER_CACHE_SIZE,
+    DEFAULT_FETCHER_TIMEOUT,
+    fetcher_cache_size,
+)
 from toil_mesos.cluster._protocol import DEFAULT_AGENT_RESOURCES, STATUS_UPDATE_RETRY_SECONDS
 from toil_mesos.cluster._resources import (
     merge_default_resources,
@@ -40,6 +44,7 @@ class AgentConfig:
     resources_flag: str
     attributes_flag: str
     fetcher_timeout: float = DEFAULT_FETCHER_TIMEOUT
+    fetcher_cache_size: int = DEFAULT_FETCHER_CACHE_SIZE
     executor_registration_timeout: float = 60.0
     executor_shutdown_grace_period: float = 5.0
     status_update_retry_seconds: float = STATUS_UPDATE_RETRY_SECONDS
@@ -62,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resources", default=DEFAULT_AGENT_RESOURCES)
     parser.add_argument("--attributes", default="")
     parser.add_argument("--fetcher-timeout", type=float, default=DEFAULT_FETCHER_TIMEOUT)
+    parser.add_argument(
+        "--fetcher-cache-size", type=fetcher_cache_size, default=DEFAULT_FETCHER_CACHE_SIZE,
+        metavar="SIZE", help="bound of the fetcher cache, LRU evicted, as Mesos' "
+        "--fetcher_cache_size (e.g. 2GB, 500M; default: 2GB)",
+    )
     parser.add_argument("--executor-registration-timeout", type=float, default=60.0)
     parser.add_argument("--executor-shutdown-grace-period", type=float, default=5.0)
     parser.add_argument(
@@ -117,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         resources_flag=args.resources,
         attributes_flag=args.attributes,
         fetcher_timeout=args.fetcher_timeout,
+        fetcher_cache_size=args.fetcher_cache_size,
         executor_registration_timeout=args.executor_registration_timeout,
         executor_shutdown_grace_period=args.executor_shutdown_grace_period,
         status_update_retry_seconds=args.status_update_retry_seconds,

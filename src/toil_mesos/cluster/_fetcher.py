@@ -20,6 +20,11 @@ did in the recordings (``shared/mesos-transcripts/fetcher``):
   JSON first. A failure ends with ``EXIT with status 1: Failed to fetch '<uri>': <why>`` and
   the agent reports ``Failed to fetch all URIs for container '<id>': exited with status 1``.
 * The cache is agent-wide, keyed by URI, and does not survive an agent restart.
+* The cache holds at most ``--fetcher-cache-size`` bytes (Mesos' ``--fetcher_cache_size``,
+  default 2 GB). Room for a new entry, sized by the HEAD request, is made by removing the least
+  recently used entries that no fetch in progress refers to; when that is not enough (the
+  download is larger than the whole cache, or the rest is in use) the agent warns that it is
+  reverting to fetching directly into the sandbox and the action is ``BYPASS_CACHE``.
 
 A whole fetch is bounded by ``timeout`` seconds (``--fetcher-timeout``); every network
 operation gets the time that is left.
@@ -27,6 +32,7 @@ operation gets the time that is left.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import gzip
@@ -39,6 +45,7 @@ import threading
 import time
 import urllib.parse
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +53,15 @@ from typing import IO, Any, NoReturn
 
 import httpx
 
+from toil_mesos.deploy.cache import parse_size
+
 __all__ = [
+    "DEFAULT_FETCHER_CACHE_SIZE",
     "DEFAULT_FETCHER_TIMEOUT",
     "FetchError",
     "Fetcher",
     "FetcherCache",
+    "fetcher_cache_size",
     "glog_line",
     "uri_basename",
 ]
@@ -62,6 +73,8 @@ JSON = dict[str, Any]
 #: The fetcher's default stall timeout in Mesos (``--fetcher_stall_timeout=1mins``), used here
 #: as the bound of a whole fetch unless ``--fetcher-timeout`` says otherwise.
 DEFAULT_FETCHER_TIMEOUT = 60.0
+#: Mesos' default ``--fetcher_cache_size`` (2GB, in its powers of 1024).
+DEFAULT_FETCHER_CACHE_SIZE = 2 << 30
 
 _CHUNK = 64 * 1024
 _ARCHIVE_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip")
@@ -74,6 +87,18 @@ class FetchError(Exception):
 
 class _UriFailed(Exception):
     """One URI failed; the message follows ``Failed to fetch '<uri>': ``."""
+
+
+class _NoCacheRoom(Exception):
+    """The cache cannot hold a new entry; the URI is fetched straight into the sandbox."""
+
+
+def fetcher_cache_size(text: str) -> int:
+    """Parse ``--fetcher-cache-size`` (``2GB``, ``500M``, bytes), for argparse."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def glog_line(level: str, where: str, message: str, *, now: float, thread_id: int) -> str:
@@ -109,56 +134,130 @@ def _local_path(uri: str) -> str | None:
     return None
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True, eq=False)
 class _CacheEntry:
     filename: str
     ready: threading.Event
     ok: bool = False
+    #: Bytes reserved in the cache (the HEAD size, then the file's real size).
+    size: int = 0
+    #: Fetches in progress that use this entry; an entry referred to is never evicted.
+    references: int = 0
 
 
 class FetcherCache:
     """The agent-wide cache: one file per URI under ``directory``, named ``c<n>-<basename>``.
 
     Entries are reserved before the download starts, so a second executor asking for the same
-    URI while the first downloads waits for that download instead of fetching again.
+    URI while the first downloads waits for that download instead of fetching again. Every
+    entry a fetch uses is referenced until that fetch ends (:meth:`release`); the cache keeps
+    at most ``max_bytes`` by evicting the least recently used entries nobody refers to.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_FETCHER_CACHE_SIZE) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"--fetcher-cache-size must not be negative, got {max_bytes}")
         self.directory = directory
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._entries: dict[str, _CacheEntry] = {}
+        #: In use order: least recently used first.
+        self._entries: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._counter = 0
+        self._used = 0
 
     def __repr__(self) -> str:
-        return f"<FetcherCache {str(self.directory)!r} entries={len(self._entries)}>"
+        return (
+            f"<FetcherCache {str(self.directory)!r} entries={len(self._entries)}"
+            f" used={self._used}/{self.max_bytes}>"
+        )
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes the cache's entries take (reserved for those still downloading)."""
+        with self._lock:
+            return self._used
 
     def reset(self) -> None:
         """Empty the cache directory: the cache does not survive an agent restart."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def lookup(self, uri: str) -> _CacheEntry | None:
-        with self._lock:
-            return self._entries.get(uri)
-
-    def reserve(self, uri: str) -> tuple[_CacheEntry, bool]:
-        """Return the entry for *uri* and whether the caller must download it."""
+        """The entry for *uri*, referenced and marked as just used; None when not cached."""
         with self._lock:
             entry = self._entries.get(uri)
             if entry is not None:
+                entry.references += 1
+                self._entries.move_to_end(uri)
+            return entry
+
+    def reserve(self, uri: str, size: int = 0) -> tuple[_CacheEntry, bool]:
+        """Return the entry for *uri*, referenced, and whether the caller must download it.
+
+        :raises _NoCacheRoom: when *size* bytes cannot be made free, as Mesos reverts to
+            fetching into the sandbox then.
+        """
+        with self._lock:
+            entry = self._entries.get(uri)
+            if entry is not None:
+                entry.references += 1
+                self._entries.move_to_end(uri)
                 return entry, False
+            self._make_room(size)
             self._counter += 1
             entry = _CacheEntry(
-                filename=f"c{self._counter}-{uri_basename(uri)}", ready=threading.Event()
+                filename=f"c{self._counter}-{uri_basename(uri)}",
+                ready=threading.Event(),
+                size=size,
+                references=1,
             )
             self._entries[uri] = entry
+            self._used += size
             return entry, True
 
-    def complete(self, uri: str, entry: _CacheEntry, *, ok: bool) -> None:
+    def _make_room(self, size: int) -> None:
+        """Evict LRU entries nobody refers to until *size* fits; evict nothing if it cannot."""
+        if size > self.max_bytes:
+            raise _NoCacheRoom(
+                f"Failed to reserve space in the cache: the download's {size} bytes exceed "
+                f"the whole cache ({self.max_bytes} bytes)"
+            )
+        needed = self._used + size - self.max_bytes
+        victims: list[str] = []
+        for uri, entry in self._entries.items():
+            if needed <= 0:
+                break
+            if entry.references == 0 and entry.ready.is_set():
+                victims.append(uri)
+                needed -= entry.size
+        if needed > 0:
+            raise _NoCacheRoom(
+                f"Failed to reserve space in the cache: {size} bytes needed, "
+                f"{self.max_bytes - self._used} free and the rest in use"
+            )
+        for uri in victims:
+            entry = self._entries.pop(uri)
+            self._used -= entry.size
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / entry.filename).unlink()
+            logger.info("Evicted fetcher cache entry '%s' (%d bytes)", uri, entry.size)
+
+    def complete(self, uri: str, entry: _CacheEntry, *, ok: bool, size: int | None = None) -> None:
+        """End the download of *entry*: kept with its real *size*, or dropped on failure."""
         with self._lock:
             entry.ok = ok
-            if not ok and self._entries.get(uri) is entry:
-                del self._entries[uri]
+            if self._entries.get(uri) is entry:
+                if not ok:
+                    del self._entries[uri]
+                    self._used -= entry.size
+                elif size is not None:
+                    self._used += size - entry.size
+                    entry.size = size
         entry.ready.set()
+
+    def release(self, entry: _CacheEntry) -> None:
+        """A fetch that referred to *entry* is over: it may be evicted again."""
+        with self._lock:
+            entry.references = max(0, entry.references - 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,30 +316,51 @@ class Fetcher:
                 del client.headers[name]
             client.headers["Accept"] = "*/*"
             items: list[_Item] = []
-            for uri in uris:
-                try:
-                    items.append(self._plan(uri, client=client, deadline=deadline))
-                except (_UriFailed, KeyError, TypeError) as exc:
-                    self._abandon(items)
-                    self._fail(log, container_id, str(uri.get("value", uri)), exc)
-            self._log(log, "I", "fetcher.cpp:562", "Fetcher Info: " + self._info(items, sandbox))
-            for index, item in enumerate(items):
-                try:
-                    final = self._fetch_item(
-                        item,
-                        client=client,
-                        sandbox=sandbox,
-                        log=log,
-                        deadline=deadline,
-                        cancel=cancel,
-                    )
-                except (_UriFailed, OSError) as exc:
-                    self._abandon(items[index + 1 :])
-                    self._fail(log, container_id, str(item.uri["value"]), exc)
-                self._log(
-                    log, "I", "fetcher.cpp:618", f"Fetched '{item.uri['value']}' to '{final}'"
+            try:
+                self._fetch_all(
+                    uris, items, client=client, sandbox=sandbox, container_id=container_id,
+                    log=log, deadline=deadline, cancel=cancel,
                 )
+            finally:
+                for item in items:  # this fetch no longer needs its entries: evictable again
+                    if item.entry is not None:
+                        self._cache.release(item.entry)
         self._log(log, "I", "fetcher.cpp:623", f"Successfully fetched all URIs into '{sandbox}'")
+
+    def _fetch_all(
+        self,
+        uris: list[JSON],
+        items: list[_Item],
+        *,
+        client: httpx.Client,
+        sandbox: Path,
+        container_id: str,
+        log: IO[str],
+        deadline: float,
+        cancel: threading.Event,
+    ) -> None:
+        """Plan every URI into *items* (which the caller releases), then fetch them in order."""
+        for uri in uris:
+            try:
+                items.append(self._plan(uri, client=client, deadline=deadline))
+            except (_UriFailed, KeyError, TypeError) as exc:
+                self._abandon(items)
+                self._fail(log, container_id, str(uri.get("value", uri)), exc)
+        self._log(log, "I", "fetcher.cpp:562", "Fetcher Info: " + self._info(items, sandbox))
+        for index, item in enumerate(items):
+            try:
+                final = self._fetch_item(
+                    item,
+                    client=client,
+                    sandbox=sandbox,
+                    log=log,
+                    deadline=deadline,
+                    cancel=cancel,
+                )
+            except (_UriFailed, OSError) as exc:
+                self._abandon(items[index + 1 :])
+                self._fail(log, container_id, str(item.uri["value"]), exc)
+            self._log(log, "I", "fetcher.cpp:618", f"Fetched '{item.uri['value']}' to '{final}'")
 
     def _fail(self, log: IO[str], container_id: str, uri: str, exc: BaseException) -> NoReturn:
         """Log the fetcher's last line and raise the agent's error, as recorded for a 404."""
@@ -267,7 +387,7 @@ class Fetcher:
         if existing is not None:
             return _Item(uri=uri, action="RETRIEVE_FROM_CACHE", entry=existing, download=False)
         try:
-            self._size(value, client=client, deadline=deadline)
+            size = self._size(value, client=client, deadline=deadline)
         except _UriFailed as exc:
             logger.warning(
                 "Reverting to fetching directly into the sandbox for '%s', due to failure to "
@@ -279,7 +399,16 @@ class Fetcher:
                 exc,
             )
             return _Item(uri=uri, action="BYPASS_CACHE", entry=None, download=False)
-        entry, download = self._cache.reserve(value)
+        try:
+            entry, download = self._cache.reserve(value, size)
+        except _NoCacheRoom as exc:
+            logger.warning(
+                "Reverting to fetching directly into the sandbox for '%s', due to failure to "
+                "fetch through the cache, with error: %s",
+                value,
+                exc,
+            )
+            return _Item(uri=uri, action="BYPASS_CACHE", entry=None, download=False)
         action = "DOWNLOAD_AND_CACHE" if download else "RETRIEVE_FROM_CACHE"
         return _Item(uri=uri, action=action, entry=entry, download=download)
 
@@ -353,7 +482,7 @@ class Fetcher:
                 with contextlib.suppress(OSError):
                     cache_file.unlink()
                 raise
-            self._cache.complete(uri, entry, ok=True)
+            self._cache.complete(uri, entry, ok=True, size=cache_file.stat().st_size)
         elif not entry.ready.wait(timeout=_remaining(deadline)) or not entry.ok:
             raise _UriFailed("Failed to download into the fetcher cache")
         self._log(log, "I", "fetcher.cpp:349", f"Fetching URI '{uri}' from cache")

@@ -98,7 +98,9 @@ class Agent:
         )
         self._core = core
         user = _current_user()
-        self._cache = FetcherCache(config.work_dir / "fetchcache" / user)
+        self._cache = FetcherCache(
+            config.work_dir / "fetchcache" / user, max_bytes=config.fetcher_cache_size
+        )
         fetcher = Fetcher(cache=self._cache, timeout=config.fetcher_timeout, user=user)
         self._link = MasterLink(core, on_event=self._on_master_event)
         self._updates = StatusUpdates(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toil_mesos.cluster._cleanup import remove_daemon_products
 from toil_mesos.cluster._cluster import Cluster
 from toil_mesos.cluster._cluster_options import (
     DEFAULT_READY_TIMEOUT,
@@ -104,8 +105,8 @@ def status(work_dir: Path | str, *, timeout: float = 5.0) -> ClusterStatus | Non
 def down(work_dir: Path | str, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> list[str]:
     """``cluster down``: stop the cluster in ``work_dir`` and undo what ``up`` made.
 
-    Idempotent: with no cluster recorded it says so and does nothing. Logs and the daemons'
-    work dirs are kept.
+    Idempotent: with no cluster recorded it says so and does nothing. Logs are kept; the
+    sandboxes and fetcher caches the daemons made are removed (see ``_cleanup``).
     """
     path = Path(work_dir).expanduser().resolve()
     if not (path / CLUSTER_FILE).exists():
@@ -115,6 +116,7 @@ def down(work_dir: Path | str, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> list
         if record is None:
             return [f"no cluster in {path}: nothing to do"]
         done = teardown(record, timeout=timeout)
+        done += remove_daemon_products(path, [(d.role, d.argv) for d in record.daemons])
         (path / CLUSTER_FILE).unlink(missing_ok=True)
         shutil.rmtree(path / "run", ignore_errors=True)
     done.append(f"removed {path / CLUSTER_FILE}")

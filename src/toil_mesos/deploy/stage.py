@@ -28,12 +28,13 @@ import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from toil_mesos.deploy._compression import COMPRESSION_ERRORS, decompressing_reader
 from toil_mesos.deploy._units import human_size
+from toil_mesos.deploy.cache import BundleLease, acquire_lease, prepare_cold
 from toil_mesos.deploy.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -96,6 +97,8 @@ class StagedBundle:
     sha256: str
     directory: Path
     roots: tuple[Path, ...]
+    #: Held while this object lives (or until released): the cache never evicts the bundle.
+    lease: BundleLease | None = field(default=None, compare=False, repr=False)
 
     def manifest(self) -> Manifest:
         """Read the bundle's manifest back from the staged directory.
@@ -122,6 +125,15 @@ def stage(archive: Path, sha256: str, *, cache_dir: Path | None = None) -> Stage
             f"bundle hash {sha256!r} is not a sha256: expected 64 lowercase hex digits"
         )
     cache = (default_cache_dir() if cache_dir is None else Path(cache_dir)).absolute()
+    lease = acquire_lease(cache, sha256)
+    try:
+        return replace(_stage_leased(Path(archive), sha256, cache), lease=lease)
+    except BaseException:
+        lease.abandon()
+        raise
+
+
+def _stage_leased(archive: Path, sha256: str, cache: Path) -> StagedBundle:
     final = cache / sha256
     try:
         staged = _read_staged(final, sha256)
@@ -209,6 +221,7 @@ def _stage_cold(archive: Path, sha256: str, cache: Path) -> StagedBundle:
                 logger.debug("stage %s: staged by another process while waiting", sha256[:12])
                 return staged
             _remove_stale(cache / _TMP, sha256)
+            prepare_cold(cache, archive)
             return _Extraction(source, archive, sha256, cache).run(started)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
-from toil_mesos.deploy.stage import default_cache_dir, stage
+from toil_mesos.deploy.stage import StagedBundle, default_cache_dir, stage
 from toil_mesos.errors import BundleError, MesosError
 from toil_mesos.executor._supervisor import (
     WorkerExit,
@@ -143,6 +143,8 @@ class ToilExecutor(Executor):
         self._reporter: threading.Thread | None = None
         #: Toil's cleanup info and the environment of the last worker, for the end of the node.
         self._cleanup: tuple[Mapping[str, str | None], dict[str, str]] | None = None
+        #: One staged bundle per hash, kept (with its cache lease) until the executor exits.
+        self._staged: dict[str, StagedBundle] = {}
 
     # ---- callbacks (the driver's thread) -----------------------------------------------------
 
@@ -305,7 +307,9 @@ class ToilExecutor(Executor):
         if spec.bundle_sha256 is None:
             return ()
         archive = self._sandbox / f"{spec.bundle_sha256}{ARCHIVE_SUFFIX}"
-        return stage(archive, spec.bundle_sha256, cache_dir=self._cache_dir).roots
+        staged = stage(archive, spec.bundle_sha256, cache_dir=self._cache_dir)
+        with self._lock:
+            return self._staged.setdefault(staged.sha256, staged).roots
 
     def _start_worker(
         self, driver: Any, record: _Task, spec: TaskSpec, roots: tuple[Path, ...]

@@ -74,6 +74,16 @@ def test_executors_get_only_what_they_need_from_the_image():
     assert json.loads(EXECUTOR_ENV) == dict(config.executor_environment)
 
 
+def test_the_bundle_cache_cap_reaches_executors_when_set():
+    config = config_from_environment({**IMAGE_ENV, "TOIL_MESOS_BUNDLE_CACHE_MAX_BYTES": "5G"})
+    assert dict(config.executor_environment) == {
+        **json.loads(EXECUTOR_ENV), "TOIL_MESOS_BUNDLE_CACHE_MAX_BYTES": "5G"
+    }
+    argv = agent_command(config, mesos_agent="/usr/sbin/mesos-agent")
+    [flag] = [a for a in argv if a.startswith("--executor_environment_variables=")]
+    assert json.loads(flag.split("=", 1)[1])["TOIL_MESOS_BUNDLE_CACHE_MAX_BYTES"] == "5G"
+
+
 def test_without_mesos_the_roles_run_the_mini_cluster_daemons():
     config = config_from_environment(IMAGE_ENV)
     master, _ = role_argv("master", config, which=lambda name: None)

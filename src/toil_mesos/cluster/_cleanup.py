@@ -1,0 +1,71 @@
+"""What ``cluster down`` removes from the cluster's directory once every daemon has stopped.
+
+A mini-cluster run for many workflows accumulates, in each agent's work dir, one sandbox per
+executor (with its fetched bundle and Toil's files) and the fetcher cache: gigabytes after a
+few dozen runs. ``down`` removes exactly what the daemons made there, found from each
+recorded daemon's own ``--work-dir`` argument, and nothing else: the agents' ``slaves/``
+(sandboxes) and ``fetchcache/``, then each daemon's work dir and ``agents/`` if that left them
+empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the cluster's directory, or
+anything else a user put in these directories, is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+__all__ = ["remove_daemon_products"]
+
+logger = logging.getLogger(__name__)
+
+#: What each role makes inside its ``--work-dir``.
+_PRODUCTS: Final = {"agent": ("slaves", "fetchcache"), "master": ()}
+
+
+def _work_dir_of(argv: Sequence[str]) -> Path | None:
+    """The ``--work-dir`` a daemon was started with (its argv may be wrapped by isolation)."""
+    for index, word in enumerate(argv[:-1]):
+        if word == "--work-dir":
+            return Path(argv[index + 1])
+    return None
+
+
+def remove_daemon_products(
+    cluster_dir: Path, daemons: Iterable[tuple[str, Sequence[str]]]
+) -> list[str]:
+    """Remove what stopped daemons made in their work dirs under *cluster_dir*.
+
+    *daemons* are ``(role, argv)`` of the recorded daemons, which must all have stopped.
+    Returns lines saying what was removed; a failure to remove is logged, not raised, so that
+    ``down`` still completes (and a second ``down`` has nothing left to do either way).
+    """
+    root = cluster_dir.resolve()
+    done: list[str] = []
+    emptied: list[Path] = []
+    for role, argv in daemons:
+        work_dir = _work_dir_of(argv)
+        if work_dir is None:
+            continue
+        work_dir = work_dir.resolve()
+        if work_dir == root or root not in work_dir.parents:
+            logger.info("leaving %s alone: not inside the cluster's directory %s", work_dir, root)
+            continue
+        for name in _PRODUCTS.get(role, ()):
+            product = work_dir / name
+            if product.is_symlink() or not product.is_dir():
+                continue
+            shutil.rmtree(product, ignore_errors=True)
+            if product.exists():
+                logger.warning("could not remove all of %s", product)
+            else:
+                done.append(f"removed {product}")
+        emptied.append(work_dir)
+    for directory in (*emptied, *{d.parent for d in emptied if d.parent != root}):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)  # only when empty: what a user put there stays
+    return done
