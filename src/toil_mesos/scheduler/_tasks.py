@@ -12,15 +12,18 @@ tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores
 from __future__ import annotations
 
 import base64
+import functools
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
+from importlib import metadata
 from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
 from toil_mesos.scheduler._matching import JobRequest, mib
 from toil_mesos.task_spec import TaskSpec
 
-__all__ = ["executor_id_for", "executor_info", "task_info"]
+__all__ = ["TaskBuilder", "executor_id_for", "executor_info", "installed_toil", "task_info"]
 
 
 def executor_id_for(workflow_id: str, bundle_sha256: str | None) -> str:
@@ -115,3 +118,66 @@ def _allocation_info(offer: Mapping[str, Any]) -> dict[str, Any] | None:
         if resource.get("allocation_info"):
             return dict(resource["allocation_info"])
     return None
+
+
+class TaskBuilder:
+    """Builds the TaskInfos of one leader run, with what every task shares computed once.
+
+    The executor info, Toil's version, the Python version and the cleanup info are the same
+    for every task of a run (the executor info changes only with the framework id or the
+    bundle), so an offer round that launches thousands of tasks builds them once.
+    """
+
+    def __init__(self, *, run_id: str, executor_command: Sequence[str],
+                 cleanup: Mapping[str, Any], appliance: str | None) -> None:
+        self._run_id = run_id
+        self._command = list(executor_command)
+        self._cleanup = dict(cleanup)
+        self._appliance = appliance
+        self._python = "{}.{}".format(*sys.version_info[:2])
+        self._toil = installed_toil()
+        self._executor_key: tuple[str | None, str | None, str | None] | None = None
+        self._executor: dict[str, Any] = {}
+
+    def task_id_of(self, job_id: int) -> str:
+        return f"toil-{self._run_id}-{job_id}"
+
+    def executor(self, *, framework_id: str | None, bundle_url: str | None,
+                 bundle_sha256: str | None) -> dict[str, Any]:
+        key = (framework_id, bundle_url, bundle_sha256)
+        if key != self._executor_key:
+            self._executor = executor_info(
+                executor_id=executor_id_for(self._run_id, bundle_sha256),
+                framework_id=framework_id,
+                command=self._command,
+                bundle_url=bundle_url,
+                bundle_sha256=bundle_sha256,
+                environment={"PYTHONUNBUFFERED": "1"},
+            )
+            self._executor_key = key
+        return self._executor
+
+    def task(self, *, job: JobRequest, name: str, command: str, environment: Mapping[str, str],
+             offer: Mapping[str, Any], executor: Mapping[str, Any],
+             bundle_sha256: str | None) -> dict[str, Any]:
+        spec = TaskSpec(
+            job_id=job.job_id,
+            command=command,
+            environment=environment,
+            bundle_sha256=bundle_sha256,
+            python=self._python,
+            toil=self._toil,
+            cleanup=self._cleanup,
+            appliance=self._appliance,
+        )
+        return task_info(job=job, name=name, task_id=self.task_id_of(job.job_id), offer=offer,
+                         executor=executor, spec=spec)
+
+
+@functools.cache
+def installed_toil() -> str | None:
+    """Toil's version on the leader (looked up once: it costs a millisecond each time)."""
+    try:
+        return metadata.version("toil")
+    except metadata.PackageNotFoundError:
+        return None

@@ -12,8 +12,8 @@ from toil_mesos.scheduler._matching import (
     JobRequest,
     could_ever_fit,
     offer_capacity,
-    place_jobs,
 )
+from toil_mesos.scheduler._placement import place_jobs
 from toil_mesos.scheduler._tasks import executor_id_for, executor_info, task_info
 from toil_mesos.task_spec import TaskSpec
 
