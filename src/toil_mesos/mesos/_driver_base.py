@@ -151,6 +151,8 @@ class DriverBase:
         self._stream: StreamResponse | None = None
         self._gen = 0
         self._done = threading.Event()
+        #: When stop() was asked (monotonic), for the budget of what is still sent after it.
+        self._stop_asked: float | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} status={self._status.value}>"
@@ -198,6 +200,8 @@ class DriverBase:
             self._status = DriverStatus.DRIVER_STOPPED
             self._done.set()
             return self._status
+        if self._stop_asked is None:
+            self._stop_asked = time.monotonic()
         self._inbox.put(stop)
         self._stopping.set()
         if threading.current_thread() is self._thread:
@@ -242,12 +246,22 @@ class DriverBase:
             deadline = time.monotonic() + self._stop_timeout
             for reader in self._readers:
                 reader.join(max(0.0, deadline - time.monotonic()))
+            self._close_helpers(deadline)
             if self._owns_transport:
                 self._transport.close()
             self._done.set()
 
     def _notify_failure(self, exc: Exception) -> None:
         """Tell the callbacks about a fatal failure (best effort)."""
+
+    def _close_helpers(self, deadline: float) -> None:
+        """End any thread of the driver's own besides the readers, by *deadline*."""
+
+    def _past_stop_budget(self) -> bool:
+        """Whether stop() was asked long enough ago that queued calls are dropped, not sent:
+        at any load the driver stops (and tears the framework down) within ``stop_timeout``."""
+        asked = self._stop_asked
+        return asked is not None and time.monotonic() - asked > self._stop_timeout / 2
 
     # ---- the stream ------------------------------------------------------------------------
 

@@ -11,10 +11,13 @@ the leader's memory instead.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed
+from toil_mesos.mesos._ack_sender import AckSender, PendingAck
 from toil_mesos.mesos._driver_base import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
@@ -134,6 +137,10 @@ class SchedulerDriver(DriverBase):
             max_redirects=max_redirects,
         )
         self._deferred: list[SchedulerCall] = []
+        self._acks = AckSender(self._post, self._ack_rejected)
+        self._dropped_at_stop = 0
+        self._tearing_down = False
+        self._torn_down = False
 
     def __repr__(self) -> str:
         return f"<SchedulerDriver status={self._status.value} protocol={self._protocol!r}>"
@@ -157,7 +164,35 @@ class SchedulerDriver(DriverBase):
         framework (killing its tasks); with *failover* the framework survives for
         ``failover_timeout`` so that another scheduler can re-subscribe it.
         """
-        return self._request_stop(Stop(failover=failover))
+        self._tearing_down = self._tearing_down or not failover
+        status = self._request_stop(Stop(failover=failover))
+        if (
+            not failover
+            and not self._done.is_set()
+            and threading.current_thread() is not self._thread
+        ):
+            self._teardown_from_caller()
+        return status
+
+    def _teardown_from_caller(self) -> None:
+        """TEARDOWN from the caller's thread when the driver thread is stuck (in a callback
+        that does not return): the framework and its tasks must not outlive the leader."""
+        protocol = self._protocol
+        if protocol.state is not SubscriptionState.SUBSCRIBED:
+            return
+        headers = dict(JSON_HEADERS)
+        if protocol.stream_id is not None:
+            headers["Mesos-Stream-Id"] = protocol.stream_id
+        logger.warning("the Mesos driver thread is busy; sending TEARDOWN from this thread")
+        try:
+            body = protocol.send(TeardownCall())
+        except MesosError as exc:
+            logger.warning("cannot TEARDOWN framework %s: %s", protocol.framework_id, exc)
+            return
+        status = self._post(protocol.call_url(), body, headers, "scheduler.TeardownCall")
+        if status is not None and classify_call_response(status) is CallOutcome.ACCEPTED:
+            self._torn_down = True  # the driver thread, if it ever returns, sends no second one
+        self._drop_stream()
 
     def _call(self, call: SchedulerCall) -> None:
         self._check_usable()
@@ -277,6 +312,16 @@ class SchedulerDriver(DriverBase):
         return self._lost(ReadTimeout("heartbeat or SUBSCRIBED deadline passed"))
 
     def _handle(self, item: Item) -> bool:
+        if self._stop_asked is not None:
+            # Once stop() is asked, events and calls already queued are handled only within a
+            # budget (events not at all before a TEARDOWN, which makes them moot), so the Stop
+            # behind a long inbox is reached promptly at any load.
+            past_budget = self._past_stop_budget()
+            if isinstance(item, StreamEvent) and (self._tearing_down or past_budget):
+                return True
+            if isinstance(item, Command) and past_budget:
+                self._dropped_at_stop += 1
+                return True
         match item:
             case Command(call=call):
                 self._command(call)
@@ -357,7 +402,7 @@ class SchedulerDriver(DriverBase):
             case Update(status=status, uuid=uuid_):
                 scheduler.statusUpdate(self, status)
                 if self._implicit_acks and uuid_ is not None and "agent_id" in status:
-                    self._command(
+                    self._acknowledge(
                         AcknowledgeCall(
                             agent_id=_agent(status["agent_id"]),
                             task_id=TaskId(id_value(status["task_id"])),
@@ -389,6 +434,26 @@ class SchedulerDriver(DriverBase):
             case UnknownEvent(type=kind):
                 logger.warning("ignoring unknown Mesos scheduler event type %r", kind)
         return True
+
+    def _acknowledge(self, call: AcknowledgeCall) -> None:
+        """Hand an implicit acknowledgement to the ack thread (encoded here, sent there)."""
+        if self._protocol.state is not SubscriptionState.SUBSCRIBED:
+            logger.debug("not subscribed: dropping the acknowledgement of %s", call.task_id)
+            return
+        headers = dict(JSON_HEADERS)
+        stream_id = self._protocol.stream_id
+        if stream_id is not None:
+            headers["Mesos-Stream-Id"] = stream_id
+        ack = PendingAck(self._gen, self._protocol.call_url(), self._protocol.send(call), headers)
+        self._acks.put(ack, self._past_stop_budget)
+
+    def _ack_rejected(self, gen: int, status: int) -> None:
+        """(The ack thread.) A master that no longer knows the stream: re-subscribe."""
+        if classify_call_response(status) is CallOutcome.RESUBSCRIBE:
+            self._inbox.put(StreamEnded(gen=gen, error=StreamClosed(f"call answered {status}")))
+
+    def _close_helpers(self, deadline: float) -> None:
+        self._acks.close(send_pending=False, deadline=deadline)
 
     def _command(self, call: SchedulerCall) -> None:
         if self._protocol.state is SubscriptionState.CLOSED:
@@ -442,8 +507,17 @@ class SchedulerDriver(DriverBase):
             self._command(call)
 
     def _finish(self, *, failover: bool) -> None:
+        # Acks still queued are sent first on a failover stop (the next scheduler would get
+        # those updates again otherwise); a TEARDOWN makes them moot.
+        budget = self._stop_timeout / 4
+        self._acks.close(send_pending=failover, deadline=time.monotonic() + budget)
+        if self._dropped_at_stop:
+            logger.warning("stopping: %d calls queued before stop() were not sent in time",
+                           self._dropped_at_stop)
         if not failover:
-            if self._protocol.state is SubscriptionState.SUBSCRIBED:
+            if self._torn_down:
+                pass
+            elif self._protocol.state is SubscriptionState.SUBSCRIBED:
                 self._send(TeardownCall())
             elif self._protocol.framework_id is not None:
                 logger.warning(
