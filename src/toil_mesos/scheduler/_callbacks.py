@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.node_report import NodeReport
 from toil_mesos.scheduler._deployment import NOTHING_SHIPS, Deployer
 from toil_mesos.scheduler._job_table import JobTable
-from toil_mesos.scheduler._matching import JobRequest, offer_capacity
+from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
 from toil_mesos.scheduler._placement import warm_first
 from toil_mesos.scheduler._tasks import TaskBuilder
 
@@ -125,14 +126,14 @@ class DriverCallbacks(Scheduler):
     def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
         table = self._table
         with table.lock:
-            usable, set_aside = self._usable_offers(offers)
+            capacities, set_aside = self._usable_offers(offers)
             deployment = self._deployer.deployment or NOTHING_SHIPS
-            usable = warm_first(usable, table.warm_agents(deployment.sha256))
-            launches = table.queue.place([offer_capacity(o) for o in usable])
+            pairs = warm_first(list(capacities.values()), table.warm_agents(deployment.sha256))
+            launches = table.queue.place([capacity for _, capacity in pairs])
             for index, jobs in launches.items():
-                self._launch(driver, usable[index], jobs)
+                self._launch(driver, pairs[index][0], jobs)
             refuse = _DECLINE_BUSY_SECONDS if len(table.queue) else _DECLINE_IDLE_SECONDS
-            unused = [o["id"] for i, o in enumerate(usable) if i not in launches]
+            unused = [o["id"] for i, (o, _) in enumerate(pairs) if i not in launches]
             self._decline(driver, set_aside, _DECLINE_BUSY_SECONDS)
             self._decline(driver, unused, refuse)
             for request in table.queue.take_never_fitting():
@@ -142,21 +143,28 @@ class DriverCallbacks(Scheduler):
                 self.suppressed = True
                 driver.suppressOffers()
 
-    def _usable_offers(self, offers: list[Any]) -> tuple[list[Any], list[Any]]:
-        """Note what each offer says about its agent; split off offers of ignored hosts."""
+    def _usable_offers(
+        self, offers: list[Any]
+    ) -> tuple[dict[int, tuple[Any, Capacity]], list[Any]]:
+        """Note what each offer says about its agent; split off offers of ignored hosts.
+
+        Returns the usable offers with their capacities (by ``id()`` of the offer, in order),
+        and the ids of the offers set aside.
+        """
         table = self._table
-        usable: list[Any] = []
+        usable: dict[int, tuple[Any, Capacity]] = {}
         set_aside: list[Any] = []
         changed = False
         for offer in offers:
             agent_id = str(offer["agent_id"]["value"])
             hostname = table.hostnames[agent_id] = str(offer.get("hostname") or agent_id)
+            capacity = offer_capacity(offer)
             if table.is_idle(agent_id):  # an idle agent offers all of itself
-                changed |= table.note_capacity(agent_id, offer_capacity(offer))
+                changed |= table.note_capacity(agent_id, dataclasses.replace(capacity))
             if hostname in table.ignored:
                 set_aside.append(offer["id"])
             else:
-                usable.append(offer)
+                usable[id(offer)] = (offer, capacity)
         if changed:
             table.queue.set_agents(table.agents.values())
         return usable, set_aside
@@ -174,14 +182,15 @@ class DriverCallbacks(Scheduler):
                                         bundle_sha256=deployment.sha256)
         agent_id = str(offer["agent_id"]["value"])
         hostname = str(offer.get("hostname") or agent_id)
-        tasks = []
+        entries = []
         for request in jobs:
             job = table.jobs[request.job_id]
-            task = self._tasks.task(job=request, name=job.name, command=job.command,
-                                    environment=job.environment, offer=offer,
-                                    executor=executor, bundle_sha256=deployment.sha256)
-            tasks.append(task)
-            table.launched(job, task["task_id"]["value"], agent_id, hostname)
+            entries.append((request, job.name, job.command, job.environment))
+        tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
+                                  bundle_sha256=deployment.sha256)
+        for request, task in zip(jobs, tasks, strict=True):
+            table.launched(table.jobs[request.job_id], task["task_id"]["value"], agent_id,
+                           hostname)
         driver.launchTasks([offer["id"]], tasks)
         logger.debug("launched %d tasks on %s", len(tasks), hostname)
 

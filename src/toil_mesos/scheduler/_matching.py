@@ -10,6 +10,7 @@ true; a preemptible job may go anywhere (as in Toil's own Mesos batch system).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,9 +60,7 @@ class JobRequest:
 
     def __post_init__(self) -> None:
         # Computed once: packing compares sizes far more often than jobs are made.
-        object.__setattr__(
-            self, "size", (millicores(self.cores), mib(self.memory), mib(self.disk))
-        )
+        object.__setattr__(self, "size", _size(self.cores, self.memory, self.disk))
 
 
 @dataclass(slots=True)
@@ -84,6 +83,12 @@ class Capacity:
         self.millicores -= cores
         self.mem_mib -= memory
         self.disk_mib -= disk
+
+
+@functools.lru_cache(maxsize=1024)
+def _size(cores: float, memory: int, disk: int) -> tuple[int, int, int]:
+    # Most workflows have a handful of job sizes; a queue of 100,000 computes each once.
+    return (millicores(cores), mib(memory), mib(disk))
 
 
 def offer_capacity(offer: Mapping[str, Any]) -> Capacity:

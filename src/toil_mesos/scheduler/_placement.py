@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
 
@@ -28,6 +28,7 @@ __all__ = ["Placement", "Shape", "ShapeQueue", "place_jobs", "shape_of", "warm_f
 #: (millicores, memory MiB, disk MiB, preemptible): what a job needs, as offers are compared.
 Shape: TypeAlias = tuple[int, int, int, bool]
 _Size: TypeAlias = tuple[int, int, int]
+_T = TypeVar("_T")
 
 
 def shape_of(job: JobRequest) -> Shape:
@@ -212,16 +213,22 @@ def place_jobs(offers: Sequence[Mapping[str, Any]], queued: Iterable[JobRequest]
     return Placement(launches=launches, unused=unused, unplaced=list(shapes))
 
 
-def warm_first(offers: Sequence[Mapping[str, Any]], warm: Set[str]) -> list[Any]:
+def warm_first(offers: Sequence[_T], warm: Set[str]) -> list[_T]:
     """*offers* with those of warm agents first, each group in its own order.
 
     A warm agent (this workflow's executor runs there, or it has the bundle staged) starts a
     task without fetching the bundle, so when several offers fit a job the warm one wins;
     offers of equal warmth keep the master's order, so packing stays as it was without them.
+    Items are v1 Offers, or tuples whose first element is one.
     """
     if not warm:
         return list(offers)
-    hot = [o for o in offers if str(o["agent_id"]["value"]) in warm]
+    hot = [o for o in offers if _agent_of(o) in warm]
     if not hot:
         return list(offers)
-    return hot + [o for o in offers if str(o["agent_id"]["value"]) not in warm]
+    return hot + [o for o in offers if _agent_of(o) not in warm]
+
+
+def _agent_of(item: Any) -> str:
+    offer = item[0] if isinstance(item, tuple) else item
+    return str(offer["agent_id"]["value"])
