@@ -120,19 +120,29 @@ def run_size(jobs: int, agents: int, task_seconds: float, work: Path,
         master.close()
 
 
-def drive(master: SimMasterProcess, jobs: int, agents: int, timeout: float) -> dict[str, Any]:
-    system = MesosBatchSystem(config(master.endpoint), maxCores=16, maxMemory=64 * GIB,
-                              maxDisk=100 * GIB)
+def time_offer_rounds(system: MesosBatchSystem) -> tuple[list[tuple[int, float]], list[int]]:
+    """Time each offer callback (offers, seconds) and count the tasks it launched."""
     placements: list[tuple[int, float]] = []
+    launches: list[int] = []
     callbacks = system._callbacks
     timed = callbacks.resourceOffers
+    tasks = system._table.tasks
 
     def resource_offers(driver: Any, offers: list[Any]) -> None:
+        before = len(tasks)  # updates come on this same thread: nothing else launches
         started = time.perf_counter()
         timed(driver, offers)
         placements.append((len(offers), time.perf_counter() - started))
+        launches.append(len(tasks) - before)
 
     callbacks.resourceOffers = resource_offers  # type: ignore[method-assign]
+    return placements, launches
+
+
+def drive(master: SimMasterProcess, jobs: int, agents: int, timeout: float) -> dict[str, Any]:
+    system = MesosBatchSystem(config(master.endpoint), maxCores=16, maxMemory=64 * GIB,
+                              maxDisk=100 * GIB)
+    placements, launches = time_offer_rounds(system)
     desc = job_desc()
     commands = [f"_toil_worker bench file:/var/tmp/bench-job-store kind-bench/instance-{i:08d} "
                 f"--context gAR9lC4=" for i in range(jobs)]
@@ -180,6 +190,7 @@ def drive(master: SimMasterProcess, jobs: int, agents: int, timeout: float) -> d
         "placement_p99_s": pct([d for _, d in placements], 0.99),
         "placement_p99_large_rounds_s": pct(big_rounds, 0.99),
         "launch_rate": stats["launched"] / launch_span if launch_span > 0 else float("nan"),
+        "launches_per_callback_second": sum(launches) / max(1e-9, sum(d for _, d in placements)),
         "last_issue_to_all_finished_s": finished_at - issued_at,
         "cpu_s": cpu,
         "cpu_s_per_1000": cpu / jobs * 1000,
@@ -250,6 +261,59 @@ def placement_round(queue_length: int, offers: int, cpus: float = 16.0,
     return time.perf_counter() - started
 
 
+def big_agent(tasks: int, work: Path) -> dict[str, Any]:
+    """*tasks* trivial jobs on one agent of *tasks* cores, through the real executor: how far
+    apart the tasks of one ACCEPT start running."""
+    from toil_mesos.cluster.testing import MiniCluster
+
+    executor = f"{Path(sys.executable).parent / 'toil-mesos'} executor"
+    with MiniCluster(work / "big-agent", agents=1, cpus=float(tasks), mem=tasks * 256,
+                     disk=tasks * 64) as cluster:
+        cfg = config(cluster.master)
+        cfg.mesos_executor = executor
+        system = MesosBatchSystem(cfg, maxCores=tasks, maxMemory=tasks * 256 * MIB,
+                                  maxDisk=tasks * 64 * MIB)
+        _, launches = time_offer_rounds(system)
+        rounds_done: list[float] = []
+        timed = system._callbacks.resourceOffers
+
+        def mark(driver: Any, offers: list[Any]) -> None:
+            timed(driver, offers)
+            rounds_done.append(time.monotonic())
+
+        system._callbacks.resourceOffers = mark  # type: ignore[method-assign]
+        desc = JobDescription(jobName="trivial", unitName=None, requirements={
+            "cores": 1, "memory": 128 * MIB, "disk": MIB, "accelerators": [],
+            "preemptible": False})
+        try:
+            ids = [system.issueBatchJob("true", desc) for _ in range(tasks)]
+            started: dict[int, float] = {}
+            deadline = time.monotonic() + 300
+            while len(started) < tasks and time.monotonic() < deadline:
+                with system._table.lock:
+                    for job_id in ids:
+                        job = system._table.jobs.get(job_id)
+                        if job is not None and job.started is not None:
+                            started[job_id] = job.started
+                time.sleep(0.01)
+            done = 0
+            while done < tasks and time.monotonic() < deadline:
+                done += system.getUpdatedBatchJob(1) is not None
+        finally:
+            system.shutdown()
+    first_launch = rounds_done[next(i for i, n in enumerate(launches) if n)] if launches \
+        else float("nan")
+    running = sorted(started.values())
+    return {
+        "tasks": tasks,
+        "launched_in_rounds": [n for n in launches if n],
+        "running": len(running),
+        "launch_to_first_running_s": running[0] - first_launch if running else float("nan"),
+        "launch_to_last_running_s": running[-1] - first_launch if running else float("nan"),
+        "running_spread_s": running[-1] - running[0] if running else float("nan"),
+    }
+
+
 def print_size(r: dict[str, Any]) -> None:
     print(f"\n{r['jobs']:,} jobs x {r['agents']:,} agents")
     print(f"  issue rate            {r['issue_rate']:>12,.0f} jobs/s")
@@ -259,7 +323,9 @@ def print_size(r: dict[str, Any]) -> None:
     print(f"  placement callback    p99 {r['placement_p99_s'] * 1000:8.1f} ms   "
           f"p99 of rounds with >= half the agents {r['placement_p99_large_rounds_s'] * 1000:.1f}"
           " ms")
-    print(f"  launch rate           {r['launch_rate']:>12,.0f} tasks/s")
+    print(f"  launch rate           {r['launch_rate']:>12,.0f} tasks/s over the run (slots and "
+          f"task time bound it); {r['launches_per_callback_second']:,.0f} tasks per second of "
+          "offer callback")
     print(f"  last issue -> all done{r['last_issue_to_all_finished_s']:>12.1f} s")
     print(f"  leader CPU            {r['cpu_s']:>12.1f} s   ({r['cpu_s_per_1000']:.2f} s per "
           "1,000 jobs)")
@@ -285,6 +351,8 @@ def main() -> None:
     parser.add_argument("--sizes", help="e.g. 1000x10,10000x100")
     parser.add_argument("--task-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="per size")
+    parser.add_argument("--big-agent", type=int, default=64, metavar="TASKS",
+                        help="tasks on one agent through the real executor (0: skip)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -300,6 +368,17 @@ def main() -> None:
             result = run_size(jobs, agents, args.task_seconds, Path(tmp), args.timeout)
             print_size(result)
             results["sizes"].append(result)
+        if args.big_agent:
+            base = Path(os.environ.get("TOIL_MESOS_CLUSTER_TMPDIR", "/var/tmp"))
+            with tempfile.TemporaryDirectory(prefix="bench-scale-agent-", dir=base) as cwork:
+                big = big_agent(args.big_agent, Path(cwork))
+            results["big_agent"] = big
+            print(f"\none agent of {big['tasks']} cores, {big['tasks']} trivial tasks through the "
+                  f"executor (launched in rounds of {big['launched_in_rounds']}):")
+            print(f"  launch -> first TASK_RUNNING {big['launch_to_first_running_s'] * 1000:.0f} "
+                  f"ms, -> last {big['launch_to_last_running_s'] * 1000:.0f} ms; spread of "
+                  f"TASK_RUNNING {big['running_spread_s'] * 1000:.0f} ms ({big['running']} "
+                  "running)")
     in_process = {}
     print("\none offer round of 1,000 offers, in process (no network), queue of 1,000 against "
           "100,000 one-core jobs:")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,6 +53,9 @@ from toil_mesos.mesos.interface import Executor
 __all__ = ["ExecutorDriver"]
 
 logger = logging.getLogger(__name__)
+
+#: Threads posting status updates (a task's updates always share one, keeping their order).
+_UPDATE_LANES = 4
 
 class ExecutorDriver(DriverBase):
     """A Mesos v1 HTTP executor driver with pymesos-compatible methods and callbacks.
@@ -97,6 +103,9 @@ class ExecutorDriver(DriverBase):
         if self._env.authentication_token:
             self._headers["Authorization"] = "Bearer " + self._env.authentication_token
         self._deferred_messages: list[ExecutorMessageCall] = []
+        self._lanes = _UpdateLanes(
+            lambda body: self._post(self._url, body, self._headers, "executor.UPDATE")
+        )
 
     def __repr__(self) -> str:
         return f"<ExecutorDriver status={self._status.value} protocol={self._protocol!r}>"
@@ -273,7 +282,11 @@ class ExecutorDriver(DriverBase):
                 status.get("task_id", {}).get("value"),
             )
             return
-        self._post(self._url, body, self._headers, "executor.UPDATE")
+        self._lanes.send(str(status["task_id"]["value"]), body)
+
+    def _close_helpers(self, deadline: float) -> None:
+        # Updates queued before the stop (TASK_KILLED at shutdown) still go out, in time.
+        self._lanes.close(deadline)
 
     def _message(self, message: ExecutorMessageCall) -> None:
         if self._protocol.state not in (ExecutorState.SUBSCRIBED, ExecutorState.SHUTTING_DOWN):
@@ -286,3 +299,44 @@ class ExecutorDriver(DriverBase):
             self._executor.error(self, f"Mesos executor driver failed: {exc}")
         except Exception:
             logger.exception("Executor.error() raised while reporting a driver failure")
+
+
+class _UpdateLanes:
+    """Status updates POSTed by a few threads, so that 64 tasks starting at once on a big agent
+    do not each wait for the agent to answer the updates of all the others.
+
+    The updates of one task always take the same lane, so they reach the agent in the order
+    they were made. Each update is already recorded as unacknowledged before it is queued, so
+    one that fails to go out is sent again with the next SUBSCRIBE.
+    """
+
+    def __init__(self, post: Callable[[bytes], object], lanes: int = _UPDATE_LANES) -> None:
+        self._post = post
+        self._queues: list[queue.Queue[bytes | None]] = [queue.Queue() for _ in range(lanes)]
+        self._threads: list[threading.Thread] = []
+        self._deadline: float | None = None
+
+    def send(self, task_id: str, body: bytes) -> None:
+        if not self._threads:
+            for number, lane in enumerate(self._queues):
+                thread = threading.Thread(target=self._run, args=(lane,), daemon=True,
+                                          name=f"mesos-executor-updates-{number}")
+                self._threads.append(thread)
+                thread.start()
+        self._queues[zlib.crc32(task_id.encode()) % len(self._queues)].put(body)
+
+    def close(self, deadline: float) -> None:
+        self._deadline = deadline
+        for lane in self._queues:
+            lane.put(None)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self, lane: queue.Queue[bytes | None]) -> None:
+        while True:
+            body = lane.get()
+            if body is None:
+                return
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                continue  # past the stop budget: the agent resends nothing; drop quietly
+            self._post(body)
