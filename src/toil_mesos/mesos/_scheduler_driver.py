@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed
@@ -34,37 +34,26 @@ from toil_mesos.mesos._driver_base import (
     ident,
 )
 from toil_mesos.mesos._events import (
-    AcceptCall,
     AcknowledgeCall,
-    AgentId,
-    DeclineCall,
     Error,
-    ExecutorId,
     Failure,
     Heartbeat,
     InverseOffers,
-    KillCall,
     Message,
-    MessageCall,
     Offers,
-    ReconcileCall,
     Rescind,
     RescindInverseOffer,
-    ReviveCall,
     SchedulerCall,
-    ShutdownCall,
     Subscribed,
-    SuppressCall,
     TaskId,
     TeardownCall,
     UnknownEvent,
     Update,
     UpdateOperationStatus,
-    as_tuple,
     id_value,
-    offer_ids_of,
     parse_scheduler_event,
 )
+from toil_mesos.mesos._scheduler_calls import SchedulerCalls, agent_id_of
 from toil_mesos.mesos._scheduler_state import (
     DEFAULT_BACKOFF_INITIAL,
     DEFAULT_BACKOFF_MAX,
@@ -84,7 +73,7 @@ __all__ = ["SchedulerDriver"]
 
 logger = logging.getLogger(__name__)
 
-class SchedulerDriver(DriverBase):
+class SchedulerDriver(SchedulerCalls, DriverBase):
     """A Mesos v1 HTTP scheduler driver with pymesos-compatible methods and callbacks.
 
     :param scheduler: receives callbacks (see :class:`~toil_mesos.mesos.interface.Scheduler`).
@@ -197,92 +186,6 @@ class SchedulerDriver(DriverBase):
     def _call(self, call: SchedulerCall) -> None:
         self._check_usable()
         self._inbox.put(Command(call=call))
-
-    def launchTasks(
-        self,
-        offer_ids: Any,
-        tasks: Sequence[Mapping[str, Any]] | Mapping[str, Any],
-        filters: Mapping[str, Any] | None = None,
-    ) -> None:
-        """ACCEPT *offer_ids* with one LAUNCH of *tasks* (v1 TaskInfo objects)."""
-        operation = {"type": "LAUNCH", "launch": {"task_infos": list(as_tuple(tasks))}}
-        self.acceptOffers(offer_ids, [operation], filters)
-
-    def acceptOffers(
-        self,
-        offer_ids: Any,
-        operations: Sequence[Mapping[str, Any]] | Mapping[str, Any],
-        filters: Mapping[str, Any] | None = None,
-    ) -> None:
-        """ACCEPT *offer_ids* with v1 ``Offer.Operation`` objects."""
-        self._call(
-            AcceptCall(
-                offer_ids=offer_ids_of(offer_ids),
-                operations=as_tuple(operations),
-                filters=filters,
-            )
-        )
-
-    def declineOffer(self, offer_ids: Any, filters: Mapping[str, Any] | None = None) -> None:
-        """DECLINE one offer id or several, optionally with ``{"refuse_seconds": ...}``."""
-        self._call(DeclineCall(offer_ids=offer_ids_of(offer_ids), filters=filters))
-
-    def reviveOffers(self, roles: Iterable[str] = ()) -> None:
-        """REVIVE: clear filters and resume offers."""
-        self._call(ReviveCall(roles=tuple(roles)))
-
-    def suppressOffers(self, roles: Iterable[str] = ()) -> None:
-        """SUPPRESS: stop offers until REVIVE."""
-        self._call(SuppressCall(roles=tuple(roles)))
-
-    def killTask(self, task_id: Any, agent_id: Any = None) -> None:
-        """KILL a task; pass *agent_id* when known, so the master can find unknown tasks."""
-        self._call(
-            KillCall(
-                task_id=TaskId(id_value(task_id)),
-                agent_id=None if agent_id is None else _agent(agent_id),
-            )
-        )
-
-    def acknowledgeStatusUpdate(self, status: Mapping[str, Any]) -> None:
-        """ACKNOWLEDGE *status*, only if it carries a uuid (master-generated ones do not)."""
-        uuid_ = status.get("uuid")
-        if not uuid_:
-            return
-        self._call(
-            AcknowledgeCall(
-                agent_id=_agent(status["agent_id"]),
-                task_id=TaskId(id_value(status["task_id"])),
-                uuid=str(uuid_),
-            )
-        )
-
-    def reconcileTasks(self, tasks: Iterable[Mapping[str, Any]]) -> None:
-        """RECONCILE the given TaskStatus-like objects (``task_id``, optional ``agent_id``);
-        an empty list asks for every task (implicit reconciliation)."""
-        entries = []
-        for task in tasks:
-            agent = task.get("agent_id")
-            entries.append(
-                (TaskId(id_value(task["task_id"])), None if agent is None else _agent(agent))
-            )
-        self._call(ReconcileCall(tasks=tuple(entries)))
-
-    def frameworkMessage(self, executor_id: Any, agent_id: Any, data: str) -> None:
-        """MESSAGE base64 *data* to an executor."""
-        self._call(
-            MessageCall(agent_id=_agent(agent_id), executor_id=_executor(executor_id), data=data)
-        )
-
-    sendFrameworkMessage = frameworkMessage  # pymesos' name for the same call
-
-    def shutdownExecutor(self, executor_id: Any, agent_id: Any) -> None:
-        """SHUTDOWN one custom executor."""
-        self._call(ShutdownCall(executor_id=_executor(executor_id), agent_id=_agent(agent_id)))
-
-    def teardown(self) -> None:
-        """TEARDOWN the framework now (the driver then stops once the master ends the stream)."""
-        self._call(TeardownCall())
 
     # ---- driver thread -----------------------------------------------------------------------
 
@@ -404,7 +307,7 @@ class SchedulerDriver(DriverBase):
                 if self._implicit_acks and uuid_ is not None and "agent_id" in status:
                     self._acknowledge(
                         AcknowledgeCall(
-                            agent_id=_agent(status["agent_id"]),
+                            agent_id=agent_id_of(status["agent_id"]),
                             task_id=TaskId(id_value(status["task_id"])),
                             uuid=uuid_,
                         )
@@ -533,12 +436,3 @@ class SchedulerDriver(DriverBase):
             self._scheduler.error(self, f"Mesos scheduler driver failed: {exc}")
         except Exception:
             logger.exception("Scheduler.error() raised while reporting a driver failure")
-
-
-def _agent(value: Any) -> AgentId:
-    return AgentId(id_value(value))
-
-
-def _executor(value: Any) -> ExecutorId:
-    return ExecutorId(id_value(value))
-
