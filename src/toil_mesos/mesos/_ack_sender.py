@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: How many acknowledgements may wait for the master before the driver thread waits too.
 DEFAULT_ACK_QUEUE = 10_000
+#: At most this many acknowledgements go out in one pipelined write.
+_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +50,14 @@ class AckSender:
         self,
         post: Callable[[str, bytes, Mapping[str, str], str], int | None],
         rejected: Callable[[int, int], None],
+        post_many: Callable[[str, list[bytes], Mapping[str, str]], list[int] | None]
+        | None = None,
         *,
         maxsize: int = DEFAULT_ACK_QUEUE,
         name: str = "mesos-scheduler-acks",
     ) -> None:
         self._post = post
+        self._post_many = post_many
         self._rejected = rejected
         self._queue: queue.Queue[PendingAck | None] = queue.Queue(maxsize)
         self._closing = threading.Event()
@@ -107,10 +112,33 @@ class AckSender:
                 continue
             if ack is None:
                 return
+            batch = [ack]
+            while len(batch) < _BATCH:  # whatever else is waiting goes in the same write
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._send(batch)
+                    return
+                batch.append(more)
             if self._closing.is_set() and self._deadline is not None \
                     and time.monotonic() > self._deadline:
                 return
-            status = self._post(ack.url, ack.body, ack.headers, "scheduler.AcknowledgeCall")
-            self.sent += 1
-            if status is not None and status not in (200, 202):
-                self._rejected(ack.gen, status)
+            self._send(batch)
+
+    def _send(self, batch: list[PendingAck]) -> None:
+        while batch:
+            first = batch[0]
+            same = [a for a in batch if a.url == first.url and a.headers == first.headers]
+            batch = [a for a in batch if a not in same] if len(same) < len(batch) else []
+            statuses: list[int] | list[int | None] | None = None
+            if self._post_many is not None and len(same) > 1:
+                statuses = self._post_many(first.url, [a.body for a in same], first.headers)
+            if statuses is None:  # one by one (also when pipelining failed)
+                statuses = [self._post(a.url, a.body, a.headers, "scheduler.AcknowledgeCall")
+                            for a in same]
+            self.sent += len(same)
+            for ack, status in zip(same, statuses, strict=True):
+                if status is not None and status not in (200, 202):
+                    self._rejected(ack.gen, status)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed
+from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed, TransportError
 from toil_mesos.mesos._ack_sender import AckSender, PendingAck
 from toil_mesos.mesos._driver_base import (
     DEFAULT_CALL_TIMEOUT,
@@ -126,7 +126,7 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
             max_redirects=max_redirects,
         )
         self._deferred: list[SchedulerCall] = []
-        self._acks = AckSender(self._post, self._ack_rejected)
+        self._acks = AckSender(self._post, self._ack_rejected, self._post_many)
         self._dropped_at_stop = 0
         self._tearing_down = False
         self._torn_down = False
@@ -354,6 +354,22 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         """(The ack thread.) A master that no longer knows the stream: re-subscribe."""
         if classify_call_response(status) is CallOutcome.RESUBSCRIBE:
             self._inbox.put(StreamEnded(gen=gen, error=StreamClosed(f"call answered {status}")))
+
+    def _post_many(
+        self, url: str, bodies: list[bytes], headers: Mapping[str, str]
+    ) -> list[int] | None:
+        """(The ack thread.) POST *bodies* pipelined, if the transport can; None otherwise, or
+        when that failed (the caller then sends them one by one)."""
+        post_many = getattr(self._transport, "post_many", None)
+        if post_many is None:
+            return None
+        try:
+            statuses: list[int] = post_many(url, bodies, headers, timeout=self._call_timeout)
+        except TransportError as exc:
+            logger.info("pipelined acknowledgements failed (%s); sending them one by one", exc)
+            return None
+        logger.debug("scheduler.AcknowledgeCall x%d complete", len(bodies))
+        return statuses
 
     def _close_helpers(self, deadline: float) -> None:
         self._acks.close(send_pending=False, deadline=deadline)
