@@ -9,13 +9,12 @@ import queue
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from addict import Dict
 
-from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed
+from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed, TransportError
 from toil_mesos.mesos._driver_base import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
@@ -54,8 +53,8 @@ __all__ = ["ExecutorDriver"]
 
 logger = logging.getLogger(__name__)
 
-#: Threads posting status updates (a task's updates always share one, keeping their order).
-_UPDATE_LANES = 4
+#: At most this many status updates go out in one pipelined write.
+_UPDATE_BATCH = 64
 
 class ExecutorDriver(DriverBase):
     """A Mesos v1 HTTP executor driver with pymesos-compatible methods and callbacks.
@@ -103,8 +102,9 @@ class ExecutorDriver(DriverBase):
         if self._env.authentication_token:
             self._headers["Authorization"] = "Bearer " + self._env.authentication_token
         self._deferred_messages: list[ExecutorMessageCall] = []
-        self._lanes = _UpdateLanes(
-            lambda body: self._post(self._url, body, self._headers, "executor.UPDATE")
+        self._updates = _UpdateSender(
+            lambda body: self._post(self._url, body, self._headers, "executor.UPDATE"),
+            self._post_updates if hasattr(self._transport, "post_many") else None,
         )
 
     def __repr__(self) -> str:
@@ -282,11 +282,24 @@ class ExecutorDriver(DriverBase):
                 status.get("task_id", {}).get("value"),
             )
             return
-        self._lanes.send(str(status["task_id"]["value"]), body)
+        self._updates.send(body)
+
+    def _post_updates(self, bodies: list[bytes]) -> bool:
+        """(The update thread.) POST *bodies* pipelined; False if that failed midway (they are
+        then sent one by one: the agent takes a repeated update as the same update)."""
+        try:
+            self._transport.post_many(  # type: ignore[attr-defined]
+                self._url, bodies, self._headers, timeout=self._call_timeout
+            )
+        except TransportError as exc:
+            logger.info("pipelined status updates failed (%s); sending them one by one", exc)
+            return False
+        logger.debug("executor.UPDATE x%d complete", len(bodies))
+        return True
 
     def _close_helpers(self, deadline: float) -> None:
         # Updates queued before the stop (TASK_KILLED at shutdown) still go out, in time.
-        self._lanes.close(deadline)
+        self._updates.close(deadline)
 
     def _message(self, message: ExecutorMessageCall) -> None:
         if self._protocol.state not in (ExecutorState.SUBSCRIBED, ExecutorState.SHUTTING_DOWN):
@@ -301,42 +314,54 @@ class ExecutorDriver(DriverBase):
             logger.exception("Executor.error() raised while reporting a driver failure")
 
 
-class _UpdateLanes:
-    """Status updates POSTed by a few threads, so that 64 tasks starting at once on a big agent
-    do not each wait for the agent to answer the updates of all the others.
+class _UpdateSender:
+    """Status updates POSTed by a thread of their own, those waiting together pipelined on one
+    connection, so that 64 tasks starting at once on a big agent do not each wait for the
+    agent to answer the updates of all the others before theirs goes out.
 
-    The updates of one task always take the same lane, so they reach the agent in the order
-    they were made. Each update is already recorded as unacknowledged before it is queued, so
-    one that fails to go out is sent again with the next SUBSCRIBE.
+    One thread, one connection: updates reach the agent in the order they were made. Each is
+    recorded as unacknowledged before it is queued, so one that fails to go out is sent again
+    with the next SUBSCRIBE.
     """
 
-    def __init__(self, post: Callable[[bytes], object], lanes: int = _UPDATE_LANES) -> None:
+    def __init__(self, post: Callable[[bytes], object],
+                 post_many: Callable[[list[bytes]], bool] | None) -> None:
         self._post = post
-        self._queues: list[queue.Queue[bytes | None]] = [queue.Queue() for _ in range(lanes)]
-        self._threads: list[threading.Thread] = []
+        self._post_many = post_many
+        self._queue: queue.Queue[bytes | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
         self._deadline: float | None = None
 
-    def send(self, task_id: str, body: bytes) -> None:
-        if not self._threads:
-            for number, lane in enumerate(self._queues):
-                thread = threading.Thread(target=self._run, args=(lane,), daemon=True,
-                                          name=f"mesos-executor-updates-{number}")
-                self._threads.append(thread)
-                thread.start()
-        self._queues[zlib.crc32(task_id.encode()) % len(self._queues)].put(body)
+    def send(self, body: bytes) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="mesos-executor-updates")
+            self._thread.start()
+        self._queue.put(body)
 
     def close(self, deadline: float) -> None:
         self._deadline = deadline
-        for lane in self._queues:
-            lane.put(None)
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _run(self, lane: queue.Queue[bytes | None]) -> None:
+    def _run(self) -> None:
         while True:
-            body = lane.get()
+            batch: list[bytes] = []
+            body = self._queue.get()
+            while body is not None:
+                batch.append(body)
+                if len(batch) >= _UPDATE_BATCH:
+                    break
+                try:
+                    body = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            in_time = self._deadline is None or time.monotonic() <= self._deadline
+            pipelined = (in_time and len(batch) > 1 and self._post_many is not None
+                         and self._post_many(batch))
+            if in_time and not pipelined:
+                for one in batch:
+                    self._post(one)
             if body is None:
                 return
-            if self._deadline is not None and time.monotonic() > self._deadline:
-                continue  # past the stop budget: the agent resends nothing; drop quietly
-            self._post(body)
