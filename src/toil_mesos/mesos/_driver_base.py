@@ -153,6 +153,8 @@ class DriverBase:
         self._done = threading.Event()
         #: When stop() was asked (monotonic), for the budget of what is still sent after it.
         self._stop_asked: float | None = None
+        #: An item taken from the inbox but not handled yet (see _take_more).
+        self._held: Item | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} status={self._status.value}>"
@@ -357,16 +359,33 @@ class DriverBase:
     def _main(self) -> None:
         self._begin()
         while True:
-            timeout = self._wait_timeout()
-            try:
-                item: Item | None = self._inbox.get(timeout=timeout)
-            except queue.Empty:
-                item = None
+            item: Item | None = self._held
+            self._held = None
+            if item is None:
+                try:
+                    item = self._inbox.get(timeout=self._wait_timeout())
+                except queue.Empty:
+                    item = None
             if item is not None and not self._handle(item):
                 return
             # Deadlines are judged only once everything that arrived has been handled.
-            if self._inbox.empty() and not self._check_deadline():
+            if self._held is None and self._inbox.empty() and not self._check_deadline():
                 return
+
+    def _take_more(self, wanted: Callable[[Item], bool], limit: int) -> list[Item]:
+        """Items already in the inbox right after this one, while *wanted* (at most *limit*);
+        the first unwanted one is held back and handled next, so the order stays."""
+        taken: list[Item] = []
+        while len(taken) < limit:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if not wanted(item):
+                self._held = item
+                break
+            taken.append(item)
+        return taken
 
     def _wait_timeout(self) -> float:
         deadline = self._deadline()

@@ -34,7 +34,9 @@ from toil_mesos.mesos._driver_base import (
     ident,
 )
 from toil_mesos.mesos._events import (
+    AcceptCall,
     AcknowledgeCall,
+    DeclineCall,
     Error,
     Failure,
     Heartbeat,
@@ -226,6 +228,11 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
                 self._dropped_at_stop += 1
                 return True
         match item:
+            case Command(call=AcceptCall() | DeclineCall() as call) if self._can_pipeline():
+                # An offer round's answers (one ACCEPT per agent, one DECLINE) go out together.
+                more = self._take_more(_is_offer_answer, _CALL_BATCH - 1)
+                self._send_together([call, *(m.call for m in more)])  # type: ignore[union-attr]
+                return True
             case Command(call=call):
                 self._command(call)
                 return True
@@ -420,6 +427,41 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
                 StreamEnded(gen=self._gen, error=StreamClosed(f"call answered {status}"))
             )
 
+    def _can_pipeline(self) -> bool:
+        return (self._protocol.state is SubscriptionState.SUBSCRIBED
+                and hasattr(self._transport, "post_many"))
+
+    def _send_together(self, calls: list[SchedulerCall]) -> None:
+        """POST *calls* pipelined on one connection, in order; one by one if that fails."""
+        headers = dict(JSON_HEADERS)
+        stream_id = self._protocol.stream_id
+        if stream_id is not None:
+            headers["Mesos-Stream-Id"] = stream_id
+        bodies = [self._protocol.send(call) for call in calls]
+        url = self._protocol.call_url()
+        try:
+            statuses: list[int] = self._transport.post_many(  # type: ignore[attr-defined]
+                url, bodies, headers, timeout=self._call_timeout
+            )
+        except TransportError as exc:
+            logger.info("pipelined calls failed (%s); sending them one by one", exc)
+            for call in calls:
+                self._command(call)
+            return
+        logger.debug("scheduler: %d offer answers complete", len(calls))
+        for call, status in zip(calls, statuses, strict=True):
+            if status not in (200, 202):
+                logger.error("scheduler.%s.failed: %s", type(call).__name__, status)
+            if classify_call_response(status) is CallOutcome.RESUBSCRIBE:
+                logger.warning(
+                    "the master no longer knows our subscription (%s); re-subscribing", status
+                )
+                self._drop_stream()
+                self._inbox.put(
+                    StreamEnded(gen=self._gen, error=StreamClosed(f"call answered {status}"))
+                )
+                return
+
     def _flush_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         for call in deferred:
@@ -452,3 +494,11 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
             self._scheduler.error(self, f"Mesos scheduler driver failed: {exc}")
         except Exception:
             logger.exception("Scheduler.error() raised while reporting a driver failure")
+
+
+#: At most this many offer answers go out in one pipelined write.
+_CALL_BATCH = 512
+
+
+def _is_offer_answer(item: Item) -> bool:
+    return isinstance(item, Command) and isinstance(item.call, AcceptCall | DeclineCall)

@@ -141,3 +141,41 @@ def test_stop_tears_down_from_the_callers_thread_when_a_callback_hangs() -> None
     (teardown,) = [r for r in transport.posts() if kind(r) == "TEARDOWN"]
     assert json.loads(teardown.body)["framework_id"] == {"value": FID}
     assert teardown.headers["Mesos-Stream-Id"] == "s"
+
+
+class BatchRecordingTransport(ScriptedTransport):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[str]] = []
+
+    def post_many(self, url: str, bodies: Any, headers: Any, *, timeout: float) -> list[int]:
+        self.batches.append([json.loads(b)["type"] for b in bodies])
+        return super().post_many(url, bodies, headers, timeout=timeout)
+
+
+def test_an_offer_rounds_answers_go_out_together_in_order() -> None:
+    transport = BatchRecordingTransport([ScriptedStream([subscribed(), offers(), BLOCK],
+                                                        headers={"Mesos-Stream-Id": "s"})])
+
+    class Answering(Callbacks):
+        def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
+            for n in range(3):
+                driver.launchTasks({"value": f"O{n}"}, [{"name": "t", "task_id": {"value": "T"},
+                                                         "agent_id": {"value": AID}}])
+            driver.declineOffer(["O3", "O4"], {"refuse_seconds": 5.0})
+            driver.reviveOffers()
+            self.offers.set()
+
+    callbacks = Answering()
+    driver = SchedulerDriver(callbacks, INFO, "127.0.0.1:5050", transport=transport,
+                             stop_timeout=WAIT)
+    driver.start()
+    try:
+        assert callbacks.offers.wait(WAIT)
+        assert transport.wait_for(
+            lambda requests: any(b'"REVIVE"' in r.body for r in requests), WAIT)
+    finally:
+        driver.stop(failover=True)
+    assert transport.batches == [["ACCEPT", "ACCEPT", "ACCEPT", "DECLINE"]]
+    assert [kind(r) for r in transport.posts()] == ["ACCEPT", "ACCEPT", "ACCEPT", "DECLINE",
+                                                    "REVIVE"]
