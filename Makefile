@@ -27,6 +27,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/bench_startup.py --json build/bench/startup.json
 	$(PY) bench/bench_cluster.py --json build/bench/cluster.json
 	$(PY) bench/bench_cache.py $(if $(QUICK),--quick) --json build/bench/cache.json
+	$(PY) bench/bench_scale.py $(if $(QUICK),--quick) --json build/bench/scale.json
 
 # The appliance image, built by the engine at DOCKER_HOST (`appliance/dev-engine up` makes one).
 appliance: $(VENV)/.installed

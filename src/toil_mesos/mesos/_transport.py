@@ -27,6 +27,7 @@ from typing import Protocol
 import httpx
 
 from toil_mesos.errors import ConnectError, ReadTimeout, StreamClosed, TransportError
+from toil_mesos.mesos._pipeline import PipelinedPoster
 
 __all__ = [
     "BLOCK",
@@ -186,6 +187,7 @@ class HttpxTransport:
 
     def __init__(self, *, verify: bool | str = True) -> None:
         self._client = httpx.Client(follow_redirects=False, trust_env=False, verify=verify)
+        self._pipeline = PipelinedPoster()
 
     def __repr__(self) -> str:
         return f"<HttpxTransport closed={self._client.is_closed}>"
@@ -202,6 +204,14 @@ class HttpxTransport:
             headers={k.lower(): v for k, v in response.headers.items()},
             body=response.content,
         )
+
+    def post_many(
+        self, url: str, bodies: Sequence[bytes], headers: Mapping[str, str], *, timeout: float
+    ) -> list[int]:
+        """POST each of *bodies*; their statuses in order (pipelined over plain HTTP)."""
+        if url.startswith("http://"):
+            return self._pipeline.post_many(url, bodies, headers, timeout=timeout)
+        return [self.post(url, body, headers, timeout=timeout).status for body in bodies]
 
     def open_stream(
         self,
@@ -227,6 +237,7 @@ class HttpxTransport:
         return _HttpxStream(response, f"SUBSCRIBE {url}")
 
     def close(self) -> None:
+        self._pipeline.close()
         self._client.close()
 
 
@@ -378,6 +389,11 @@ class ScriptedTransport:
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+    def post_many(
+        self, url: str, bodies: Sequence[bytes], headers: Mapping[str, str], *, timeout: float
+    ) -> list[int]:
+        return [self.post(url, body, headers, timeout=timeout).status for body in bodies]
 
     def open_stream(
         self,

@@ -1,29 +1,28 @@
-"""Pack queued jobs into Mesos offers: a pure function of the offers and the queue.
+"""What jobs need and what offers hold, in the units Mesos compares them in.
 
-Jobs are placed largest first (cores, then memory, then disk), each into the first offer with
-room left, so big jobs are not starved by many small ones. Cores are compared in thousandths and
-memory and disk in whole MiB, rounded up, exactly as the tasks will ask for them, so a job never
-fits here and then fails Mesos' own check. A job that is not preemptible never goes to an agent
-whose ``preemptible`` attribute is true; a preemptible job may go anywhere (as in Toil's own
-Mesos batch system).
+The packing is in :mod:`toil_mesos.scheduler._placement`: jobs are placed largest first (cores,
+then memory, then disk), each into the first offer with room left, so big jobs are not starved
+by many small ones. Cores are compared in thousandths and memory and disk in whole MiB, rounded
+up, exactly as the tasks will ask for them, so a job never fits here and then fails Mesos' own
+check. A job that is not preemptible never goes to an agent whose ``preemptible`` attribute is
+true; a preemptible job may go anywhere (as in Toil's own Mesos batch system).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "Capacity",
     "JobRequest",
-    "Placement",
     "could_ever_fit",
     "mib",
     "millicores",
     "offer_capacity",
-    "place_jobs",
 ]
 
 _MIB = 1024 * 1024
@@ -57,9 +56,11 @@ class JobRequest:
     disk: int
     preemptible: bool = False
 
-    @property
-    def size(self) -> tuple[int, int, int]:
-        return (millicores(self.cores), mib(self.memory), mib(self.disk))
+    size: tuple[int, int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: packing compares sizes far more often than jobs are made.
+        object.__setattr__(self, "size", _size(self.cores, self.memory, self.disk))
 
 
 @dataclass(slots=True)
@@ -82,6 +83,12 @@ class Capacity:
         self.millicores -= cores
         self.mem_mib -= memory
         self.disk_mib -= disk
+
+
+@functools.lru_cache(maxsize=1024)
+def _size(cores: float, memory: int, disk: int) -> tuple[int, int, int]:
+    # Most workflows have a handful of job sizes; a queue of 100,000 computes each once.
+    return (millicores(cores), mib(memory), mib(disk))
 
 
 def offer_capacity(offer: Mapping[str, Any]) -> Capacity:
@@ -108,31 +115,6 @@ def _is_preemptible(attributes: Iterable[Mapping[str, Any]]) -> bool:
         if attribute.get("type") == "SCALAR":
             return float((attribute.get("scalar") or {}).get("value", 0)) != 0
     return False
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Which jobs go into which offer (by offer index), and which offers are left unused."""
-
-    launches: Mapping[int, Sequence[JobRequest]] = field(default_factory=dict)
-    unused: Sequence[int] = ()
-    unplaced: Sequence[JobRequest] = ()
-
-
-def place_jobs(offers: Sequence[Mapping[str, Any]], queued: Iterable[JobRequest]) -> Placement:
-    """Place *queued* jobs into *offers*, largest first; return what goes where."""
-    capacities = [offer_capacity(o) for o in offers]
-    launches: dict[int, list[JobRequest]] = {}
-    unplaced: list[JobRequest] = []
-    for job in sorted(queued, key=lambda j: (j.size, -j.job_id), reverse=True):
-        index = next((i for i, c in enumerate(capacities) if c.fits(job)), None)
-        if index is None:
-            unplaced.append(job)
-            continue
-        capacities[index].take(job)
-        launches.setdefault(index, []).append(job)
-    unused = [i for i in range(len(offers)) if i not in launches]
-    return Placement(launches=launches, unused=unused, unplaced=unplaced)
 
 
 def could_ever_fit(job: JobRequest, agents: Iterable[Capacity]) -> bool:

@@ -186,6 +186,10 @@ class TestReplayFw1:
         assert sleep.delays == [1.0]
 
         # Implicit acknowledgements: only for updates with a uuid, each with the stream id.
+        # They go out on their own thread, so they may trail the callbacks a little.
+        transport.wait_for(
+            lambda requests: sum(b'"ACKNOWLEDGE"' in r.body for r in requests) >= 32, WAIT
+        )
         acks = posts_of(transport, "ACKNOWLEDGE")
         with_uuid = [s for (s,) in recorder.args("statusUpdate") if "uuid" in s]
         assert len(acks) == len(with_uuid) == 32  # T12 STARTING came 3 times

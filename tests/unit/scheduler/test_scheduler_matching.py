@@ -12,8 +12,8 @@ from toil_mesos.scheduler._matching import (
     JobRequest,
     could_ever_fit,
     offer_capacity,
-    place_jobs,
 )
+from toil_mesos.scheduler._placement import place_jobs
 from toil_mesos.scheduler._tasks import executor_id_for, executor_info, task_info
 from toil_mesos.task_spec import TaskSpec
 
@@ -133,3 +133,27 @@ def test_task_info_carries_the_executor_the_bundle_and_json_data():
     assert info["executor"]["command"]["value"] == "/opt/venv/bin/python -m toil_mesos.executor"
     assert TaskSpec.from_json(base64.b64decode(info["data"])) == spec
     assert "resources" not in info["executor"]  # the executor takes no resources of its own
+
+
+@pytest.mark.parametrize("sha", [None, "ab" * 32])
+def test_task_builder_builds_what_task_info_builds(sha: str | None) -> None:
+    from toil_mesos.scheduler._tasks import TaskBuilder, installed_toil
+
+    builder = TaskBuilder(run_id="r1", executor_command=["toil-mesos", "executor"],
+                          cleanup={"work_dir": None, "workflow_id": "w"}, appliance="img:1")
+    executor = builder.executor(framework_id="fw", bundle_url="http://h/b", bundle_sha256=sha)
+    shared_env = {"B": "2", "A": "1 é"}
+    jobs = [(job(7, cores=0.5, memory=3 * MIB + 1, disk=MIB), "n7", 'run "x" \\ y', shared_env),
+            (job(8), "n8", "true", shared_env),
+            (job(9, cores=2), "n9", "false", {"Z": "z"})]
+    the_offer = recorded_offer()
+    built = builder.tasks(offer=the_offer, jobs=jobs, executor=executor, bundle_sha256=sha)
+    for (request, name, command, environment), task in zip(jobs, built, strict=True):
+        spec = TaskSpec(job_id=request.job_id, command=command, environment=environment,
+                        bundle_sha256=sha, python="{}.{}".format(*__import__("sys").version_info),
+                        toil=installed_toil(), cleanup={"work_dir": None, "workflow_id": "w"},
+                        appliance="img:1")
+        expected = task_info(job=request, name=name, task_id=f"toil-r1-{request.job_id}",
+                             offer=the_offer, executor=executor, spec=spec)
+        assert json.loads(json.dumps(task)) == expected
+        assert base64.b64decode(task["data"]) == spec.to_json()

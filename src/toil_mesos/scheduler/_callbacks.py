@@ -1,0 +1,262 @@
+"""The Mesos scheduler callbacks: offers become launches, updates become Toil's job results.
+
+They run on the driver's thread under the job table's lock, so Toil's leader waits while they
+run: each costs O(offers + tasks launched) or O(1) per update, never a walk over the queue.
+Offers not used in a round are declined together, in one DECLINE per filter.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from toil.batchSystems.abstractBatchSystem import (
+    EXIT_STATUS_UNAVAILABLE_VALUE,
+    BatchJobExitReason,
+)
+
+from toil_mesos.errors import MesosError
+from toil_mesos.mesos.interface import Scheduler
+from toil_mesos.node_report import NodeReport
+from toil_mesos.scheduler._deployment import NOTHING_SHIPS, Deployer
+from toil_mesos.scheduler._job_table import JobTable
+from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
+from toil_mesos.scheduler._placement import warm_first
+from toil_mesos.scheduler._tasks import TaskBuilder
+
+__all__ = ["DriverCallbacks", "exit_of"]
+
+logger = logging.getLogger(__name__)
+
+#: Task states after which Mesos runs nothing more for the task.
+TERMINAL = frozenset(
+    {
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_LOST",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+        "TASK_UNREACHABLE",
+        "TASK_UNKNOWN",
+    }
+)
+_LOST = frozenset(
+    {"TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE",
+     "TASK_UNKNOWN"}
+)
+#: How long an idle framework asks the master not to re-offer a declined agent.
+_DECLINE_IDLE_SECONDS = 30.0
+_DECLINE_BUSY_SECONDS = 2.0
+
+
+def exit_of(status: Mapping[str, Any]) -> tuple[int, BatchJobExitReason]:
+    """Toil's exit status and reason for a terminal TaskStatus.
+
+    The executor puts the worker's exact exit status in ``data``; anything the master or agent
+    decided (a lost agent, a dead executor, an invalid task) has no exit status.
+    """
+    state = str(status.get("state"))
+    reason = str(status.get("reason") or "")
+    if state == "TASK_FINISHED":
+        return 0, BatchJobExitReason.FINISHED
+    if state in _LOST or reason in ("REASON_EXECUTOR_TERMINATED", "REASON_AGENT_REMOVED",
+                                    "REASON_AGENT_RESTARTED"):
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST
+    if state == "TASK_KILLED":
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.KILLED
+    if state == "TASK_ERROR":
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.ERROR
+    exit_status = _reported_exit_status(status.get("data"))
+    if exit_status is None:
+        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.FAILED
+    if exit_status < 0:  # killed by a signal, as a shell reports it
+        exit_status = 128 - exit_status
+    return exit_status, BatchJobExitReason.FAILED
+
+
+def _reported_exit_status(data: Any) -> int | None:
+    if not data:
+        return None
+    try:
+        document = json.loads(base64.b64decode(str(data), validate=True))
+    except (binascii.Error, ValueError):
+        return None
+    value = document.get("exit_status") if isinstance(document, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class DriverCallbacks(Scheduler):
+    """What the batch system does when the master speaks (the driver's thread)."""
+
+    def __init__(self, table: JobTable, deployer: Deployer, tasks: TaskBuilder, *,
+                 framework_id: str | None, endpoint: str,
+                 on_registered: Callable[[str], None]) -> None:
+        self._table = table
+        self._deployer = deployer
+        self._tasks = tasks
+        self._endpoint = endpoint
+        self._on_registered = on_registered
+        self.framework_id = framework_id
+        #: Whether offers are suppressed (the queue was empty); issueBatchJob revives them.
+        self.suppressed = False
+        #: Set when the workflow must stop; Toil's calls raise it.
+        self.fatal: BaseException | None = None
+
+    def registered(self, driver: Any, frameworkId: Any, masterInfo: Any) -> None:
+        framework_id = str(frameworkId["value"])
+        with self._table.lock:
+            self.framework_id = framework_id
+        self._on_registered(framework_id)
+        logger.info("registered with the Mesos master at %s as framework %s",
+                    self._endpoint, framework_id)
+
+    def reregistered(self, driver: Any, masterInfo: Any) -> None:
+        logger.info("re-registered with the Mesos master")
+
+    # ---- offers ----------------------------------------------------------------------------
+
+    def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
+        table = self._table
+        with table.lock:
+            capacities, set_aside = self._usable_offers(offers)
+            deployment = self._deployer.deployment or NOTHING_SHIPS
+            pairs = warm_first(list(capacities.values()), table.warm_agents(deployment.sha256))
+            launches = table.queue.place([capacity for _, capacity in pairs])
+            for index, jobs in launches.items():
+                self._launch(driver, pairs[index][0], jobs)
+            refuse = _DECLINE_BUSY_SECONDS if len(table.queue) else _DECLINE_IDLE_SECONDS
+            unused = [o["id"] for i, (o, _) in enumerate(pairs) if i not in launches]
+            self._decline(driver, set_aside, _DECLINE_BUSY_SECONDS)
+            self._decline(driver, unused, refuse)
+            for request in table.queue.take_never_fitting():
+                table.report(table.jobs[request.job_id], EXIT_STATUS_UNAVAILABLE_VALUE,
+                             BatchJobExitReason.ERROR, never_fits_message(request))
+            if not len(table.queue) and not self.suppressed:
+                self.suppressed = True
+                driver.suppressOffers()
+
+    def _usable_offers(
+        self, offers: list[Any]
+    ) -> tuple[dict[int, tuple[Any, Capacity]], list[Any]]:
+        """Note what each offer says about its agent; split off offers of ignored hosts.
+
+        Returns the usable offers with their capacities (by ``id()`` of the offer, in order),
+        and the ids of the offers set aside.
+        """
+        table = self._table
+        usable: dict[int, tuple[Any, Capacity]] = {}
+        set_aside: list[Any] = []
+        changed = False
+        for offer in offers:
+            agent_id = str(offer["agent_id"]["value"])
+            hostname = table.hostnames[agent_id] = str(offer.get("hostname") or agent_id)
+            capacity = offer_capacity(offer)
+            if table.is_idle(agent_id):  # an idle agent offers all of itself
+                changed |= table.note_capacity(agent_id, dataclasses.replace(capacity))
+            if hostname in table.ignored:
+                set_aside.append(offer["id"])
+            else:
+                usable[id(offer)] = (offer, capacity)
+        if changed:
+            table.queue.set_agents(table.agents.values())
+        return usable, set_aside
+
+    @staticmethod
+    def _decline(driver: Any, offer_ids: list[Any], refuse_seconds: float) -> None:
+        if offer_ids:
+            driver.declineOffer(offer_ids, {"refuse_seconds": refuse_seconds})
+
+    def _launch(self, driver: Any, offer: Any, jobs: Sequence[JobRequest]) -> None:
+        table = self._table
+        deployment = self._deployer.deployment or NOTHING_SHIPS
+        executor = self._tasks.executor(framework_id=self.framework_id,
+                                        bundle_url=deployment.url,
+                                        bundle_sha256=deployment.sha256)
+        agent_id = str(offer["agent_id"]["value"])
+        hostname = str(offer.get("hostname") or agent_id)
+        entries = []
+        for request in jobs:
+            job = table.jobs[request.job_id]
+            entries.append((request, job.name, job.command, job.environment))
+        tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
+                                  bundle_sha256=deployment.sha256)
+        for request, task in zip(jobs, tasks, strict=True):
+            table.launched(table.jobs[request.job_id], task["task_id"]["value"], agent_id,
+                           hostname)
+        driver.launchTasks([offer["id"]], tasks)
+        logger.debug("launched %d tasks on %s", len(tasks), hostname)
+
+    # ---- updates ---------------------------------------------------------------------------
+
+    def statusUpdate(self, driver: Any, update: Any) -> None:
+        task_id = str(update["task_id"]["value"])
+        state = str(update.get("state"))
+        table = self._table
+        with table.lock:
+            if state in TERMINAL and task_id in table.killing:
+                table.killing.discard(task_id)
+                table.ended.notify_all()
+            job = table.job_of_task(task_id)
+            if job is None:
+                return
+            if state == "TASK_RUNNING":
+                table.mark_running(job)
+            if state not in TERMINAL:
+                return
+            exit_status, reason = exit_of(update)
+            message = str(update.get("message") or "")
+            if _is_fetch_failure(update):
+                self.fatal = self._deployer.fetch_failure(job.hostname, message)
+                table.report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.ERROR, None)
+                return
+            if reason is not BatchJobExitReason.FINISHED:
+                logger.warning("job %d (%s) ended as %s on %s: %s", job.job_id, job.name, state,
+                               job.hostname, message)
+            table.report(job, exit_status, reason, None)
+
+    def frameworkMessage(self, driver: Any, executorId: Any, agentId: Any, message: str) -> None:
+        agent_id = str(agentId["value"])
+        report = NodeReport.decode(message)
+        if report is None:
+            logger.debug("ignoring a framework message from agent %s", agent_id)
+            return
+        with self._table.lock:
+            self._table.node_reports[agent_id] = report
+            self._table.hostnames.setdefault(agent_id, report.hostname)
+
+    def executorLost(self, driver: Any, executorId: Any, agentId: Any, status: Any) -> None:
+        if agentId is not None:
+            with self._table.lock:
+                self._table.executor_agents.discard(str(agentId["value"]))
+
+    def agentLost(self, driver: Any, agentId: Any) -> None:
+        agent_id = str(agentId["value"])
+        table = self._table
+        with table.lock:
+            for job in table.jobs_on(agent_id):
+                table.report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST,
+                             f"agent {agent_id} was lost")
+            table.forget_agent(agent_id)
+
+    def error(self, driver: Any, message: str) -> None:
+        logger.error("Mesos error: %s", message)
+        self.fatal = MesosError(f"the Mesos master refused the framework: {message}")
+        self._table.updates.put_nowait(None)
+
+
+def never_fits_message(job: JobRequest) -> str:
+    return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
+            f"{job.disk} bytes of disk, which no agent of this cluster has")
+
+
+def _is_fetch_failure(status: Any) -> bool:
+    return (str(status.get("reason")) == "REASON_CONTAINER_LAUNCH_FAILED"
+            and "fetch" in str(status.get("message") or "").lower())

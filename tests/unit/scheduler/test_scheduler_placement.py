@@ -1,0 +1,143 @@
+"""The shape queue places exactly as the straightforward packer did, on many small cases.
+
+``reference_place`` below is the packer the batch system used before the shape queue: every
+queued job, sorted largest first (oldest first among equals), into the first offer with room.
+Seeded random cases (sizes from a small menu so shapes repeat, mixed preemptible agents and
+jobs) must give the same jobs in the same offers in the same order, the same leftovers, and the
+same never-fits verdicts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytest
+
+from toil_mesos.scheduler._matching import Capacity, JobRequest, could_ever_fit, offer_capacity
+from toil_mesos.scheduler._placement import ShapeQueue, place_jobs
+
+MIB = 1024**2
+
+
+def reference_place(
+    offers: Sequence[dict[str, Any]], queued: Iterable[JobRequest]
+) -> tuple[dict[int, list[int]], list[int]]:
+    capacities = [offer_capacity(o) for o in offers]
+    launches: dict[int, list[int]] = {}
+    unplaced: list[int] = []
+    for job in sorted(queued, key=lambda j: (j.size, -j.job_id), reverse=True):
+        index = next((i for i, c in enumerate(capacities) if c.fits(job)), None)
+        if index is None:
+            unplaced.append(job.job_id)
+            continue
+        capacities[index].take(job)
+        launches.setdefault(index, []).append(job.job_id)
+    return launches, unplaced
+
+
+def offer(cpus: float, mem: float, disk: float, preemptible: bool) -> dict[str, Any]:
+    return {
+        "id": {"value": "o"},
+        "agent_id": {"value": "a"},
+        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v}}
+                      for n, v in (("cpus", cpus), ("mem", mem), ("disk", disk))],
+        "attributes": [{"name": "preemptible", "type": "TEXT",
+                        "text": {"value": str(preemptible).lower()}}],
+    }
+
+
+def random_case(rng: random.Random) -> tuple[list[dict[str, Any]], list[JobRequest]]:
+    offers = [
+        offer(rng.choice([0, 0.5, 1, 2, 3, 4, 16]), rng.choice([0, 256, 1024, 4096]),
+              rng.choice([0, 512, 4096]), rng.random() < 0.3)
+        for _ in range(rng.randint(0, 6))
+    ]
+    jobs = [
+        JobRequest(job_id=i, cores=rng.choice([0.1, 0.5, 1, 2, 5]),
+                   memory=rng.choice([1, 100 * MIB, 1024 * MIB, 3000 * MIB]),
+                   disk=rng.choice([0, MIB, 600 * MIB]), preemptible=rng.random() < 0.4)
+        for i in rng.sample(range(1, 200), rng.randint(0, 25))
+    ]
+    jobs.sort(key=lambda j: j.job_id)  # ids grow as Toil issues them
+    return offers, jobs
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_shape_queue_places_as_the_reference_does(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(50):
+        offers, jobs = random_case(rng)
+        expected_launches, expected_unplaced = reference_place(offers, jobs)
+        placement = place_jobs(offers, jobs)
+        launches = {i: [j.job_id for j in js] for i, js in placement.launches.items()}
+        assert launches == expected_launches
+        assert [j.job_id for j in placement.unplaced] == expected_unplaced
+        assert list(placement.unused) == [i for i in range(len(offers))
+                                          if i not in expected_launches]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_rounds_on_a_kept_queue_match_the_reference(seed: int) -> None:
+    """Several rounds with removals in between, as the batch system drives it."""
+    rng = random.Random(1000 + seed)
+    shapes = ShapeQueue()
+    queued: dict[int, JobRequest] = {}
+    next_id = 1
+    for _ in range(30):
+        for _ in range(rng.randint(0, 8)):
+            job = JobRequest(job_id=next_id, cores=rng.choice([0.5, 1, 2]),
+                             memory=rng.choice([MIB, 1024 * MIB]), disk=0,
+                             preemptible=rng.random() < 0.5)
+            next_id += 1
+            shapes.add(job)
+            queued[job.job_id] = job
+        for job_id in rng.sample(sorted(queued), min(len(queued), rng.randint(0, 2))):
+            assert shapes.remove(job_id) is queued.pop(job_id)  # a kill while queued
+        offers, _ = random_case(rng)
+        expected, _ = reference_place(offers, queued.values())
+        launches = shapes.place([offer_capacity(o) for o in offers])
+        assert {i: [j.job_id for j in js] for i, js in launches.items()} == expected
+        for job_ids in expected.values():
+            for job_id in job_ids:
+                del queued[job_id]
+                assert job_id not in shapes
+        assert len(shapes) == len(queued)
+        assert sorted(j.job_id for j in shapes) == sorted(queued)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_never_fits_matches_could_ever_fit(seed: int) -> None:
+    rng = random.Random(5000 + seed)
+    for _ in range(20):
+        offers, jobs = random_case(rng)
+        agents = [offer_capacity(o) for o in offers]
+        shapes = ShapeQueue()
+        shapes.set_agents(agents)
+        for job in jobs:
+            shapes.add(job)
+        expected = [j.job_id for j in jobs if agents and not could_ever_fit(j, agents)]
+        assert [j.job_id for j in jobs if shapes.never_fits(j)] == expected
+        assert sorted(j.job_id for j in shapes.take_never_fitting()) == expected
+        assert len(shapes) == len(jobs) - len(expected)
+
+
+def test_fit_verdicts_are_redone_when_the_agents_change() -> None:
+    shapes = ShapeQueue()
+    big = JobRequest(job_id=1, cores=8, memory=MIB, disk=0)
+    assert not shapes.never_fits(big)  # no agent known yet: nothing is judged
+    shapes.set_agents([Capacity(4000, 1024, 1024, False)])
+    assert shapes.never_fits(big)
+    shapes.set_agents([Capacity(4000, 1024, 1024, False), Capacity(16000, 1024, 1024, False)])
+    assert not shapes.never_fits(big)
+
+
+def test_a_round_stops_at_shapes_that_no_longer_fit() -> None:
+    """100,000 queued one-core jobs and one 16-core offer: 16 launched, the rest untouched."""
+    shapes = ShapeQueue()
+    for i in range(1, 100_001):
+        shapes.add(JobRequest(job_id=i, cores=1, memory=MIB, disk=0))
+    launches = shapes.place([Capacity(16_000, 65_536, 65_536, False)])
+    assert [j.job_id for j in launches[0]] == list(range(1, 17))
+    assert len(shapes) == 100_000 - 16
