@@ -61,7 +61,7 @@ from toil_mesos.scheduler._matching import (
     place_jobs,
 )
 from toil_mesos.scheduler._tasks import executor_id_for, executor_info, task_info
-from toil_mesos.scheduler.bundle_server import BundleServer
+from toil_mesos.scheduler.bundle_server import BundleServer, load_url_key
 from toil_mesos.task_spec import TaskSpec
 
 __all__ = ["MesosBatchSystem", "exit_of"]
@@ -429,7 +429,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                 "job store and run it again."
             ) from None
         host, port = self._bundle_endpoint()
-        self._bundle_server = BundleServer(host, port)
+        self._bundle_server = BundleServer(host, port, key=load_url_key())
         self._bundle_server.add(bundle.path)
         url = self._bundle_server.url(bundle.sha256, host=self._advertised_host(host))
         logger.info(
@@ -460,7 +460,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
     def _advertised_host(self, bound: str) -> str:
         address = self._options.bundle_address
         if address:
-            return address.rpartition(":")[0] if ":" in address else address
+            host = address.rpartition(":")[0] if ":" in address else address
+            return host or _route_to(self._options.endpoint)  # ":PORT" pins only the port
         return bound
 
     def _close_server(self) -> None:
