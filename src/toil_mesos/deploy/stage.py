@@ -57,6 +57,7 @@ __all__ = [
     "StagedBundle",
     "default_cache_dir",
     "stage",
+    "staged_hashes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,20 @@ def stage(archive: Path, sha256: str, *, cache_dir: Path | None = None) -> Stage
         logger.debug("stage %s: warm hit in %s", sha256[:12], final)
         return staged
     return _stage_cold(Path(archive), sha256, cache)
+
+
+def staged_hashes(cache_dir: Path | None = None) -> tuple[str, ...]:
+    """The hashes of the bundles staged in *cache_dir*, sorted; () when there is no cache.
+
+    One directory listing, no stat: a staged directory only appears through the rename of a
+    complete extraction, so its name is enough (temp dirs live under ``.tmp``).
+    """
+    cache = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    try:
+        with os.scandir(cache) as entries:
+            return tuple(sorted(e.name for e in entries if is_sha256(e.name) and e.is_dir()))
+    except OSError:
+        return ()
 
 
 class _DamagedStage(Exception):

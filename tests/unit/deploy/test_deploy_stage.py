@@ -935,3 +935,13 @@ def test_a_stager_killed_mid_extraction_leaves_nothing_the_next_one_trips_on(
     for name, data in files.items():
         assert (staged.directory / name).read_bytes() == data
     assert stage(out / "absent.tar.zst", bundle.sha256, cache_dir=cache) == staged
+
+
+def test_staged_hashes_lists_complete_stagings_only(out: Path, cache: Path) -> None:
+    assert stage_module.staged_hashes(cache) == ()  # no cache directory yet
+    bundles = [make_bundle(out, {"r0/mod.py": f"VALUE = {i}\n".encode()}) for i in range(2)]
+    for bundle in bundles:
+        stage(bundle.path, bundle.sha256, cache_dir=cache)
+    (cache / ".tmp" / f"{'a' * 64}.1.deadbeef").mkdir(parents=True)  # a crashed stager's
+    (cache / ("b" * 64)).write_text("a file, not a staging")
+    assert stage_module.staged_hashes(cache) == tuple(sorted(b.sha256 for b in bundles))
