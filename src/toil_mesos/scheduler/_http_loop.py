@@ -185,6 +185,9 @@ class HttpLoop:
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT):
                 logger.debug("connection from %s failed: %s", conn.peer, exc)
             self._drop(conn)
+        except Exception:  # one bad connection must not stop the server for everyone
+            logger.exception("bundle server: dropping the connection from %s", conn.peer)
+            self._drop(conn)
 
     def _accept(self) -> None:
         for _ in range(_ACCEPTS_PER_WAKE):

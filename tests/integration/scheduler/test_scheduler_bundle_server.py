@@ -213,3 +213,21 @@ def test_pipelined_requests_are_answered_in_order_without_recursion(server, arch
             received += chunk
     assert received.count(b"HTTP/1.1 200 OK\r\n") == 1000
     assert received.rstrip().endswith(b"404 Not Found")
+
+
+def test_a_failure_answering_one_client_stops_nobody_else(server, archive, monkeypatch):
+    path = f"/bundles/s3cret/{archive.name}"
+    real_lookup = server.lookup
+    calls = []
+
+    def failing_once(secret: str, name: str) -> Path | int:
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in answering one request")
+        return real_lookup(secret, name)
+
+    monkeypatch.setattr(server, "lookup", failing_once)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        request(server, "GET", path)
+    status, _, body = request(server, "GET", path)
+    assert status == 200 and body == archive.read_bytes() and len(calls) == 2
