@@ -336,6 +336,36 @@ def _libc_syncfs() -> Callable[[int], int] | None:
     return cast("Callable[[int], int]", function)
 
 
+@functools.cache
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's ``sync_file_range(2)``, also missing from ``os``; None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):  # pragma: no cover - glibc and musl both have it
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return cast("Callable[[int, int, int, int], int]", function)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing *fd*'s pages now, without waiting for them.
+
+    By the final flush most data is on its way, and the block allocation of every file falls
+    into a few journal transactions instead of one per ``fsync``.
+    """
+    function = _libc_sync_file_range()
+    if function is not None:
+        function(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advisory: a failure shows in the fsync
+
+
 def _syncfs(directory: str) -> bool:
     """Flush the filesystem holding *directory* in one call; False when it cannot be done.
 
@@ -577,6 +607,8 @@ class _Extraction:
         try:
             for chunk in chunks:
                 _write_all(fd, chunk)
+            if _DURABILITY == "fsync":
+                _start_writeback(fd)
         finally:
             os.close(fd)
 
