@@ -945,3 +945,43 @@ def test_staged_hashes_lists_complete_stagings_only(out: Path, cache: Path) -> N
     (cache / ".tmp" / f"{'a' * 64}.1.deadbeef").mkdir(parents=True)  # a crashed stager's
     (cache / ("b" * 64)).write_text("a file, not a staging")
     assert stage_module.staged_hashes(cache) == tuple(sorted(b.sha256 for b in bundles))
+
+
+@pytest.mark.parametrize("durability", ["syncfs", "fsync"])
+def test_the_tree_is_flushed_once_before_the_rename(
+    durability: str, out: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is renamed into place before it is flushed; no flush per file while writing."""
+    files = {f"r0/pkg/m{i}.py": f"VALUE = {i}\n".encode() for i in range(5)}
+    bundle = make_bundle(out, files)
+    flushed: list[tuple[str, bool]] = []
+    real_fsync, real_syncfs, real_rename = os.fsync, stage_module._syncfs, os.rename
+
+    def fsync(fd: int) -> None:
+        flushed.append(("fsync", (cache / bundle.sha256).exists()))
+        real_fsync(fd)
+
+    def syncfs(directory: str) -> bool:
+        flushed.append(("syncfs", (cache / bundle.sha256).exists()))
+        return real_syncfs(directory)
+
+    def rename(source: Any, target: Any) -> None:
+        flushed.append(("rename", False))
+        real_rename(source, target)
+
+    monkeypatch.setattr(stage_module, "_DURABILITY", durability)
+    monkeypatch.setattr(stage_module.os, "fsync", fsync)
+    monkeypatch.setattr(stage_module, "_syncfs", syncfs)
+    monkeypatch.setattr(stage_module.os, "rename", rename)
+    staged = stage(bundle.path, bundle.sha256, cache_dir=cache)
+
+    kinds = [kind for kind, _ in flushed]
+    before_rename = kinds[: kinds.index("rename")]
+    if durability == "syncfs":
+        assert before_rename == ["syncfs"]
+    else:  # every file (5, the manifest, the roots file) and directory (temp, r0, pkg) once
+        assert before_rename == ["fsync"] * (len(files) + 2 + 3)
+    assert not any(published for _, published in flushed[: kinds.index("rename")])
+    assert kinds[kinds.index("rename") + 1:] == ["fsync"]  # the cache directory's new entry
+    for name, data in files.items():
+        assert (staged.directory / name).read_bytes() == data
