@@ -24,23 +24,25 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
 import hashlib
 import json
 import logging
 import os
 import secrets
 import shutil
-import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Literal, cast
+from typing import BinaryIO, Literal
 
 from toil_mesos.deploy._compression import COMPRESSION_ERRORS, decompressing_reader
+from toil_mesos.deploy._durable import fsync_dir as _fsync_dir
+from toil_mesos.deploy._durable import fsync_path as _fsync_path
+from toil_mesos.deploy._durable import start_writeback as _start_writeback
+from toil_mesos.deploy._durable import syncfs as _syncfs
 from toil_mesos.deploy._units import human_size
 from toil_mesos.deploy.manifest import (
     MANIFEST_NAME,
@@ -306,90 +308,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_path(path: str, flags: int = os.O_RDONLY) -> None:
-    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    _fsync_path(str(path), os.O_DIRECTORY)
-
-
-@functools.cache
-def _libc_syncfs() -> Callable[[int], int] | None:
-    """libc's ``syncfs(2)``, which the ``os`` module lacks; None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes  # here, not at the top: the warm path must not pay for importing it
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):  # pragma: no cover - every Linux libc since 2011 has it
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-    return cast("Callable[[int], int]", function)
-
-
-@functools.cache
-def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's ``sync_file_range(2)``, also missing from ``os``; None where there is none."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # pragma: no cover - glibc and musl both have it
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return cast("Callable[[int, int, int, int], int]", function)
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing *fd*'s pages now, without waiting for them.
-
-    By the final flush most data is on its way, and the block allocation of every file falls
-    into a few journal transactions instead of one per ``fsync``.
-    """
-    function = _libc_sync_file_range()
-    if function is not None:
-        function(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # advisory: a failure shows in the fsync
-
-
-def _syncfs(directory: str) -> bool:
-    """Flush the filesystem holding *directory* in one call; False when it cannot be done.
-
-    Since Linux 5.8 ``syncfs`` reports write-back errors; a failure here falls back to the
-    per-file flush, which reports them file by file.
-    """
-    function = _libc_syncfs()
-    if function is None:
-        return False
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        if function(fd) == 0:
-            return True
-        logger.debug("syncfs of %s failed (errno %d); flushing file by file", directory,
-                     _errno())
-        return False
-    finally:
-        os.close(fd)
-
-
-def _errno() -> int:
-    import ctypes
-
-    return ctypes.get_errno()
 
 
 #: How a complete extraction is made durable before its rename: ``"syncfs"`` flushes the whole
