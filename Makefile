@@ -23,6 +23,7 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/bench_bundle.py $(if $(QUICK),--quick) --json build/bench/bundle.json
 	$(PY) bench/bench_stage.py $(if $(QUICK),--quick) --json build/bench/stage.json
+	$(PY) bench/bench_serve.py $(if $(QUICK),--quick) --json build/bench/serve.json
 	$(PY) bench/bench_launch.py $(if $(QUICK),--quick) --json build/bench/launch.json
 	$(PY) bench/bench_startup.py --json build/bench/startup.json
 	$(PY) bench/bench_cluster.py --json build/bench/cluster.json

@@ -2,8 +2,10 @@
 
 Toil's autoscaler asks the batch system how busy each node is (``getNodes``). Offers say what is
 free, not what is in use, so each executor reports its node every so often: cores, memory,
-load average, how many of this workflow's workers run there, and the appliance image the node
-runs when it knows one. That last field is optional: reports without it still decode.
+load average, how many of this workflow's workers run there, the appliance image the node
+runs when it knows one, and the bundles already staged there (placement prefers a node that
+has the workflow's code: its first task skips the extraction). The last two fields are
+optional: reports without them still decode.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import base64
 import binascii
 import json
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["NodeReport", "measure_node"]
+__all__ = ["MAX_STAGED_BUNDLES", "NodeReport", "measure_node"]
 
 _FORMAT = "toil-mesos-node"
 _VERSION = 1
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: A cap on the hashes one report carries, so a huge cache cannot make a huge message.
+MAX_STAGED_BUNDLES = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,12 +36,15 @@ class NodeReport:
     workers: int
     #: The node's ``TOIL_MESOS_APPLIANCE``; None when it has none.
     appliance: str | None = None
+    #: sha256 of the bundles staged in the node's bundle cache, sorted; () when unknown.
+    staged_bundles: tuple[str, ...] = ()
 
     def encode(self) -> str:
         """Base64 JSON, as framework messages carry data."""
         document = {"format": _FORMAT, "version": _VERSION, "hostname": self.hostname,
                     "cores": self.cores, "memory": self.memory, "load": self.load,
-                    "workers": self.workers, "appliance": self.appliance}
+                    "workers": self.workers, "appliance": self.appliance,
+                    "staged_bundles": list(self.staged_bundles)}
         return base64.b64encode(json.dumps(document).encode()).decode("ascii")
 
     @classmethod
@@ -48,12 +58,25 @@ class NodeReport:
             return cls(hostname=str(document["hostname"]), cores=int(document["cores"]),
                        memory=int(document["memory"]), load=float(document["load"]),
                        workers=int(document["workers"]),
-                       appliance=appliance if isinstance(appliance, str) and appliance else None)
+                       appliance=appliance if isinstance(appliance, str) and appliance else None,
+                       staged_bundles=_hashes(document.get("staged_bundles")))
         except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
             return None
 
 
-def measure_node(hostname: str, workers: int, *, appliance: str | None = None) -> NodeReport:
+def _hashes(value: object) -> tuple[str, ...]:
+    """The well-formed sha256 strings of a decoded list; anything else is dropped."""
+    if not isinstance(value, list):
+        return ()
+    return _bounded(h for h in value if isinstance(h, str) and _SHA256.fullmatch(h))
+
+
+def _bounded(hashes: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(hashes)))[:MAX_STAGED_BUNDLES]
+
+
+def measure_node(hostname: str, workers: int, *, appliance: str | None = None,
+                 staged_bundles: Iterable[str] = ()) -> NodeReport:
     """This machine's cores, memory (from ``/proc/meminfo``) and one-minute load average."""
     memory = 0
     try:
@@ -65,4 +88,5 @@ def measure_node(hostname: str, workers: int, *, appliance: str | None = None) -
     except OSError:
         pass
     return NodeReport(hostname=hostname, cores=os.cpu_count() or 1, memory=memory,
-                      load=os.getloadavg()[0], workers=workers, appliance=appliance)
+                      load=os.getloadavg()[0], workers=workers, appliance=appliance,
+                      staged_bundles=_bounded(staged_bundles))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
-from toil_mesos.deploy.stage import StagedBundle, default_cache_dir, stage
+from toil_mesos.deploy.stage import StagedBundle, default_cache_dir, stage, staged_hashes
 from toil_mesos.errors import BundleError, MesosError
 from toil_mesos.executor._supervisor import (
     WorkerExit,
@@ -161,7 +161,8 @@ class ToilExecutor(Executor):
             with self._lock:
                 workers = sum(1 for t in self._tasks.values() if t.phase is TaskPhase.RUNNING)
             try:
-                report = measure_node(hostname, workers, appliance=self._appliance)
+                report = measure_node(hostname, workers, appliance=self._appliance,
+                                      staged_bundles=staged_hashes(self._cache_dir))
                 driver.sendFrameworkMessage(report.encode())
             except MesosError as exc:
                 logger.debug("cannot send the node report: %s", exc)

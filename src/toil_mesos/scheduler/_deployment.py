@@ -20,7 +20,7 @@ from toil_mesos.deploy import UserModule, build, check_native, locate, scan, use
 from toil_mesos.deploy._environment import PythonEnvironment
 from toil_mesos.deploy.scan import Contents
 from toil_mesos.errors import BundleError
-from toil_mesos.scheduler.bundle_server import BundleServer
+from toil_mesos.scheduler.bundle_server import BundleServer, load_url_key
 from toil_mesos.scheduler.options import MesosOptions
 
 __all__ = ["Deployer", "Deployment", "default_bundle_dir"]
@@ -114,7 +114,7 @@ class Deployer:
                 "job store and run it again."
             ) from None
         host, port = self._bundle_endpoint()
-        self._server = BundleServer(host, port)
+        self._server = BundleServer(host, port, key=load_url_key())
         self._server.add(bundle.path)
         url = self._server.url(bundle.sha256, host=self._advertised_host(host))
         logger.info(
@@ -135,7 +135,8 @@ class Deployer:
     def _advertised_host(self, bound: str) -> str:
         address = self._options.bundle_address
         if address:
-            return address.rpartition(":")[0] if ":" in address else address
+            host = address.rpartition(":")[0] if ":" in address else address
+            return host or _route_to(self._options.endpoint)  # ":PORT" pins only the port
         return bound
 
 

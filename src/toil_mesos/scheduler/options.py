@@ -43,8 +43,10 @@ _OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
      {"default": None, "help": "the user tasks run as (default: the leader's user)"}),
     (("--mesosBundleAddress",), "mesos_bundle_address", "TOIL_MESOS_BUNDLE_ADDRESS",
      {"default": None,
-      "help": "HOST or HOST:PORT the agents use to fetch the workflow's code from the leader "
-              "(default: the leader's address on its route to the master)"}),
+      "help": "HOST, HOST:PORT or :PORT the agents use to fetch the workflow's code from the "
+              "leader (default: the leader's address on its route to the master, and a free "
+              "port). With a fixed PORT, the same code has the same URL in every workflow, so "
+              "the agents' fetcher cache serves it without a download"}),
     (("--mesosBundleExclude",), "mesos_bundle_excludes", "TOIL_MESOS_BUNDLE_EXCLUDES",
      {"action": "append", "default": None,
       "help": "gitignore-style pattern of paths not to ship (repeatable; the environment "

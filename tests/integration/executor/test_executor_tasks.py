@@ -302,3 +302,36 @@ def test_the_node_is_reported_from_registration_until_shutdown(tmp_path):
     assert executor._reporter is not None
     executor._reporter.join(10)
     assert not executor._reporter.is_alive() and len(driver.messages) == sent
+
+
+def test_a_bundle_already_staged_is_not_read_from_the_sandbox_and_is_reported(bundle,
+                                                                              tmp_path):
+    from toil_mesos.deploy.stage import stage
+    from toil_mesos.node_report import NodeReport
+
+    sha256, sandbox = bundle
+    archive = sandbox / f"{sha256}.tar.zst"
+    stage(archive, sha256, cache_dir=tmp_path / "cache")  # an earlier workflow's executor did
+    archive.write_bytes(b"not a bundle: a fetched copy the warm path must not read")
+
+    class Driver(RecordingDriver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+            self.sent = threading.Event()
+
+        def sendFrameworkMessage(self, data: str) -> None:
+            self.messages.append(data)
+            self.sent.set()
+
+    driver = Driver()
+    executor = make_executor(sandbox, tmp_path)
+    executor.registered(driver, {}, {}, {"hostname": "agent-host"})
+    executor.launchTask(driver, task("t1", f"{sys.executable} -c 'import workflow.main'",
+                                     sha256))
+    finished = driver.wait_for("t1", "TASK_FINISHED")
+    assert data_of(finished) == {"exit_status": 0, "failure": None}
+    assert driver.sent.wait(10)
+    executor.shutdown(driver)
+    report = NodeReport.decode(driver.messages[0])
+    assert report is not None and report.staged_bundles == (sha256,)

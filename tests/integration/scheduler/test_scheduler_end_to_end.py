@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -85,6 +86,39 @@ def test_package_hierarchy_runs_on_isolated_agents_from_the_bundle(isolated):
     assert str(leader) not in proc.stdout.split("sorted", 1)[1]
     assert "shipping the workflow's code to the agents" in proc.stderr
     assert "does not support auto-deployment" not in proc.stderr
+
+
+SHIPPED = re.compile(r"shipping the workflow's code to the agents: bundle ([0-9a-f]{12})")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_fixed_bundle_port_lets_the_next_workflow_fetch_the_same_code_from_cache(isolated):
+    """Same code, same ``--mesosBundleAddress :PORT``: the same URL, so no second download.
+
+    The agents' fetcher cache keeps one file per URL; with a URL that changed between
+    workflows (a new port or a new secret), an agent running both would hold two.
+    """
+    mini, leader = isolated
+    port = str(free_port())
+    cache_files = lambda: sorted(mini.work_dir.rglob("fetchcache/*/c*.tar.zst"))  # noqa: E731
+    before = set(cache_files())
+    shipped = []
+    for run in ("first", "second"):
+        proc = run_workflow(mini, leader, mini.work_dir / f"js-port-{run}",
+                            "--mesosBundleAddress", f":{port}")
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        shipped += SHIPPED.findall(proc.stderr)
+        assert f":{port}" in proc.stderr.split("shipping the workflow's code", 1)[1][:400]
+    assert len(shipped) == 2 and shipped[0] == shipped[1], shipped
+    fetched = [f for f in cache_files() if f not in before and shipped[0] in f.name]
+    assert fetched, "no agent cached the bundle"
+    per_agent = [f.parent for f in fetched]
+    assert len(per_agent) == len(set(per_agent)), fetched  # one download per agent, not two
 
 
 def test_without_auto_deployment_the_agents_cannot_import_the_code(isolated):

@@ -521,22 +521,21 @@ def test_hostile_archive_is_refused(
     assert_cache_usable(cache, out)
 
 
-def test_archive_rewritten_after_the_hash_check_is_refused(
-    out: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_valid_bundle_under_another_hash_is_refused(out: Path, cache: Path) -> None:
+    """The archive is read once: what is extracted is what is hashed, and checked before use.
+
+    The impostor is a well-formed bundle whose every member matches its own manifest, so only
+    the hash of the archive as a whole can tell it apart.
+    """
     claimed = make_bundle(out, BASE)
-    swapped = make_bundle(out, {"r0/mod.py": b"VALUE = 666\n"})
+    impostor = make_bundle(out, {"r0/mod.py": b"VALUE = 666\n"})
 
-    class Claimed:
-        def hexdigest(self) -> str:
-            return claimed.sha256
+    with pytest.raises(BundleError, match="is corrupt or not this workflow's bundle") as info:
+        stage(impostor.path, claimed.sha256, cache_dir=cache)
 
-    # The first read "sees" the claimed bytes; the extraction then reads other ones.
-    monkeypatch.setattr(hashlib, "file_digest", lambda f, d: Claimed())
-    with pytest.raises(BundleError, match="changed while it was staged"):
-        stage(swapped.path, claimed.sha256, cache_dir=cache)
-    monkeypatch.undo()
+    assert impostor.sha256 in str(info.value) and claimed.sha256 in str(info.value)
     assert_nothing_left(cache, claimed.sha256)
+    assert not (cache / impostor.sha256).exists()
     assert_cache_usable(cache, out)
 
 
@@ -877,3 +876,112 @@ def test_waiters_on_the_lock_take_the_warm_path(
     assert len(_logged(events, "extract.started")) == 1, events
     assert len(_logged(events, "staged by another process while waiting")) == 1, events
     assert_nothing_left(cache, "0" * 64)
+
+
+# -- crash safety ----------------------------------------------------------------------------
+
+_PAUSING_STAGER = r"""
+import json, sys, time
+from pathlib import Path
+from toil_mesos.deploy import stage as stage_module
+
+original = stage_module._Extraction._extract_file
+written = 0
+
+def extract_then_pause(self, tar, member, entry):
+    global written
+    original(self, tar, member, entry)
+    written += 1
+    if written == int(sys.argv[4]):
+        sys.stdout.write(json.dumps({"paused": str(self._tmp)}) + "\n")
+        sys.stdout.flush()
+        time.sleep(600)  # the test kills us here, half-way through the extraction
+
+stage_module._Extraction._extract_file = extract_then_pause
+stage_module.stage(Path(sys.argv[1]), sys.argv[2], cache_dir=Path(sys.argv[3]))
+"""
+
+
+@pytest.mark.integration
+def test_a_stager_killed_mid_extraction_leaves_nothing_the_next_one_trips_on(
+    out: Path, cache: Path
+) -> None:
+    files = {f"r0/pkg/m{i:03}.py": f"VALUE = {i}\n".encode() for i in range(50)}
+    bundle = make_bundle(out, files)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PAUSING_STAGER, str(bundle.path), bundle.sha256, str(cache),
+         "20"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded: the child pauses after 20 small files
+        assert line, "the stager exited before pausing"
+        partial = Path(json.loads(line)["paused"])
+        written = [p for p in partial.rglob("*.py")]
+        assert 0 < len(written) < len(files)
+        assert not (cache / bundle.sha256).exists()
+    finally:
+        proc.kill()  # SIGKILL: no cleanup of its own, its flock released by the kernel
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert partial.is_dir()  # what a crash leaves: a temp dir, never a staged one
+
+    staged = stage(bundle.path, bundle.sha256, cache_dir=cache)
+
+    assert not partial.exists()
+    assert_nothing_left(cache, "0" * 64)  # no temp dir at all any more
+    for name, data in files.items():
+        assert (staged.directory / name).read_bytes() == data
+    assert stage(out / "absent.tar.zst", bundle.sha256, cache_dir=cache) == staged
+
+
+def test_staged_hashes_lists_complete_stagings_only(out: Path, cache: Path) -> None:
+    assert stage_module.staged_hashes(cache) == ()  # no cache directory yet
+    bundles = [make_bundle(out, {"r0/mod.py": f"VALUE = {i}\n".encode()}) for i in range(2)]
+    for bundle in bundles:
+        stage(bundle.path, bundle.sha256, cache_dir=cache)
+    (cache / ".tmp" / f"{'a' * 64}.1.deadbeef").mkdir(parents=True)  # a crashed stager's
+    (cache / ("b" * 64)).write_text("a file, not a staging")
+    assert stage_module.staged_hashes(cache) == tuple(sorted(b.sha256 for b in bundles))
+
+
+@pytest.mark.parametrize("durability", ["syncfs", "fsync"])
+def test_the_tree_is_flushed_once_before_the_rename(
+    durability: str, out: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is renamed into place before it is flushed; no flush per file while writing."""
+    files = {f"r0/pkg/m{i}.py": f"VALUE = {i}\n".encode() for i in range(5)}
+    bundle = make_bundle(out, files)
+    flushed: list[tuple[str, bool]] = []
+    real_fsync, real_syncfs, real_rename = os.fsync, stage_module._syncfs, os.rename
+
+    def fsync(fd: int) -> None:
+        flushed.append(("fsync", (cache / bundle.sha256).exists()))
+        real_fsync(fd)
+
+    def syncfs(directory: str) -> bool:
+        flushed.append(("syncfs", (cache / bundle.sha256).exists()))
+        return real_syncfs(directory)
+
+    def rename(source: Any, target: Any) -> None:
+        flushed.append(("rename", False))
+        real_rename(source, target)
+
+    monkeypatch.setattr(stage_module, "_DURABILITY", durability)
+    monkeypatch.setattr(stage_module.os, "fsync", fsync)
+    monkeypatch.setattr(stage_module, "_syncfs", syncfs)
+    monkeypatch.setattr(stage_module.os, "rename", rename)
+    staged = stage(bundle.path, bundle.sha256, cache_dir=cache)
+
+    kinds = [kind for kind, _ in flushed]
+    before_rename = kinds[: kinds.index("rename")]
+    if durability == "syncfs":
+        assert before_rename == ["syncfs"]
+    else:  # every file (5, the manifest, the roots file) and directory (temp, r0, pkg) once
+        assert before_rename == ["fsync"] * (len(files) + 2 + 3)
+    assert not any(published for _, published in flushed[: kinds.index("rename")])
+    assert kinds[kinds.index("rename") + 1:] == ["fsync"]  # the cache directory's new entry
+    for name, data in files.items():
+        assert (staged.directory / name).read_bytes() == data
