@@ -43,7 +43,7 @@ from toil.batchSystems.abstractBatchSystem import (
 )
 from toil.batchSystems.cleanup_support import BatchSystemCleanupSupport
 
-from toil_mesos.deploy import UserModule, build, check_native, locate, scan, user_module_of
+from toil_mesos.deploy import UserModule, build, contents_to_ship, user_module_of
 from toil_mesos.deploy._environment import PythonEnvironment
 from toil_mesos.deploy.scan import Contents
 from toil_mesos.errors import BundleError, MesosError
@@ -413,14 +413,10 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             return _Deployment(None, None, None)
         module = user_module_of(sys.modules["__main__"]) or _module_of(job_desc)
         try:
-            plan = locate(module, environment=self._python_environment,
-                          options=self._options.deploy)
-            contents = scan(plan, self._options.deploy)
-            check_native(contents, self._options.deploy.native, option="--mesosNativeCode",
-                         exclude_option="--mesosBundleExclude")
-            if not contents.files:
-                logger.info("nothing to ship: the workflow's code comes with the agents")
-                return _Deployment(None, None, contents)
+            contents = contents_to_ship(module, environment=self._python_environment,
+                                        options=self._options.deploy)
+            if contents is None:
+                return _Deployment(None, None, None)
             bundle = build(contents, self._bundle_dir)
         except BundleError as exc:
             raise BundleError(
