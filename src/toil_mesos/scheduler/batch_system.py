@@ -53,6 +53,7 @@ from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.node_report import NodeReport
 from toil_mesos.scheduler import options as mesos_options
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
+from toil_mesos.scheduler._linked_imports import warn_about_linked_imports
 from toil_mesos.scheduler._matching import (
     Capacity,
     JobRequest,
@@ -215,6 +216,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             logger.info("agents must run the appliance image %s (%s)", self._appliance,
                         APPLIANCE_ENV)
         _hide_toils_auto_deployment_warning()
+        warn_about_linked_imports(config, self._options.deploy.shared_paths)
         framework: dict[str, Any] = {
             "user": self._options.user,
             "name": self._options.name,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,8 @@ pytestmark = pytest.mark.integration
 
 RUN_TIMEOUT = 300
 NOTHING_TO_SHIP = "nothing to ship: the workflow's code is on the agents"
+LINKED_WARNING = re.compile(r"input file\(s\) are in the job store as links to this leader's "
+                            r"files.*")
 #: Agents see only the job store: imported inputs must be copies, not links to leader paths.
 COPY_IMPORTS = ("--symlinkImports", "False")
 #: Toil's console scripts, as pip writes them into a virtualenv's bin.
@@ -138,6 +141,7 @@ class TestCwl:
         assert on_mesos.proc.returncode == 0, on_mesos.tail()
         assert NOTHING_TO_SHIP in on_mesos.proc.stderr, on_mesos.tail()
         assert "shipping the workflow's code" not in on_mesos.proc.stderr
+        assert LINKED_WARNING.search(on_mesos.proc.stderr) is None
         # The CommandLineTools ran on agents: at least the 3 scattered greetings (Toil may
         # chain the subworkflow's steps and the lookup into fewer worker runs).
         assert len(finished_tasks(runners.site, "cwl-mesos")) >= 3
@@ -155,6 +159,10 @@ class TestCwl:
         linked = runners.cwl("cwl-linked", "mesos")
         assert linked.proc.returncode != 0, linked.tail()
         assert "does not exist" in linked.proc.stderr, linked.tail()
+        # The leader said why before any job ran, naming the option that copies instead.
+        warning = LINKED_WARNING.search(linked.proc.stderr)
+        assert warning is not None and "--symlinkImports False" in warning[0], linked.tail()
+        assert linked.proc.stderr.index(warning[0]) < linked.proc.stderr.index("Issued job")
 
 
 class TestWdl:

@@ -21,6 +21,7 @@ from toil_mesos.deploy import (
     locate,
     user_module_of,
 )
+from toil_mesos.deploy._environment import dependency_closure
 from toil_mesos.deploy.manifest import RootKind
 
 
@@ -86,3 +87,34 @@ def test_code_only_on_a_shared_path_ships_nothing(tmp_path, environment, caplog)
     assert [r.kind for r in plan.roots] == [RootKind.SHARED] and plan.ships_nothing
     assert contents_to_ship(module, environment=environment([project]), options=options) is None
     assert _said_nothing_to_ship(caplog) == 1
+
+
+def _toil_with_runner_extras(sp: Path) -> None:
+    """Toil whose cwl extra needs cwltool (which needs rdflib), installed into *sp*."""
+    write_dist(sp, "toil", {"toil/__init__.py": ""},
+               requires=["dill", 'cwltool==3.3; extra == "cwl"', 'miniwdl; extra == "wdl"'])
+    write_dist(sp, "dill", {"dill/__init__.py": ""})
+    write_dist(sp, "cwltool", {"cwltool/__init__.py": ""}, requires=["rdflib[html]"])
+    write_dist(sp, "rdflib", {"rdflib/__init__.py": ""})
+    write_dist(sp, "miniwdl", {"WDL/__init__.py": ""})
+
+
+def test_the_closure_follows_the_extras_named(tmp_path):
+    sp = _site_packages(tmp_path)
+    _toil_with_runner_extras(sp)
+    assert dependency_closure(["toil"], search_path=[str(sp)]) == {"toil", "dill"}
+    assert dependency_closure(["toil[cwl]"], search_path=[str(sp)]) == {
+        "toil", "dill", "cwltool", "rdflib"}
+
+
+def test_the_runners_installed_into_a_virtualenv_do_not_ship(tmp_path, environment):
+    """Workers have Toil's cwl and wdl extras (the appliance installs them), so a leader venv
+    holding the runners ships only what the user added."""
+    sp = _site_packages(tmp_path)
+    _toil_with_runner_extras(sp)
+    write_dist(sp, "my-helpers", {"my_helpers/__init__.py": ""})
+    contents = contents_to_ship(None, environment=environment([sp], venv_site_packages=[sp]))
+    assert contents is not None
+    tops = {f.arcname.split("/")[1] for f in contents.files}
+    assert "my_helpers" in tops
+    assert not tops & {"toil", "dill", "cwltool", "rdflib", "WDL"}
