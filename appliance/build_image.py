@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Build the toil-mesos appliance image with any Docker-compatible engine.
 
-    python appliance/build_image.py [--tag NAME] [--base-image IMAGE] [--mesos-package FILE]...
+    python appliance/build_image.py [--tag NAME] [--base-image IMAGE] [--slim]
+                                    [--mesos-package FILE]...
 
 The build runs offline: this script makes the build context on the host (the Dockerfile, a
 wheelhouse of this checkout and its dependencies made with ``pip wheel``, and the Mesos
 packages given), then asks the engine at ``DOCKER_HOST`` to build it through the Docker API
 (the ``docker`` package, which Toil already depends on).
+
+The image carries Toil's ``cwl`` and ``wdl`` extras, so agents run ``toil-cwl-runner`` and
+``toil-wdl-runner`` jobs (CWL's JavaScript needs the base image's ``node``); ``--slim`` (the
+build argument ``TOIL_EXTRAS`` set empty) leaves them out.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
 DEFAULT_TAG = "toil-mesos-appliance:dev"
 DEFAULT_BASE_IMAGE = "toil-mesos-base:bookworm"
+#: Toil's extras the image carries by default: the CWL and WDL runners.
+DEFAULT_EXTRAS = ("cwl", "wdl")
 # Wheels of this checkout are made with fixed timestamps, so an unchanged checkout gives
 # identical bytes and the engine's layer cache holds.
 SOURCE_DATE_EPOCH = "1700000000"
@@ -40,8 +48,15 @@ class BuiltImage:
     id: str
 
 
-def make_context(context: Path, *, mesos_packages: Sequence[Path] = ()) -> Path:
-    """Lay out the build context in *context* (emptied first) and return it."""
+def make_context(
+    context: Path, *, mesos_packages: Sequence[Path] = (), extras: Sequence[str] = DEFAULT_EXTRAS
+) -> Path:
+    """Lay out the build context in *context* (emptied first) and return it.
+
+    The wheelhouse holds this checkout's wheel and every dependency, with Toil's *extras*;
+    ``wheelhouse/deps/requirements.txt`` names what the image installs from it before this
+    project, so that layer is cached while only this project changes.
+    """
     if context.exists():
         shutil.rmtree(context)
     deps = context / "wheelhouse" / "deps"
@@ -66,9 +81,14 @@ def make_context(context: Path, *, mesos_packages: Sequence[Path] = ()) -> Path:
         "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
     }
-    logger.info("making the wheelhouse with pip wheel")
+    requirements = project_requirements()
+    toil = next(r for r in requirements if r.startswith("toil"))
+    with_extras = [f"toil[{','.join(extras)}]{toil[len('toil'):]}"] if extras else []
+    logger.info("making the wheelhouse with pip wheel%s",
+                f" (Toil with {', '.join(extras)})" if extras else "")
     made = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(PROJECT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels),
+         str(PROJECT), *with_extras],
         env=env,
         capture_output=True,
         text=True,
@@ -82,7 +102,14 @@ def make_context(context: Path, *, mesos_packages: Sequence[Path] = ()) -> Path:
     wheels.rmdir()
     if not any(project.iterdir()):
         raise SystemExit("build_image.py: error: pip wheel made no toil_mesos wheel")
+    (deps / "requirements.txt").write_text("\n".join(requirements) + "\n")
     return context
+
+
+def project_requirements() -> list[str]:
+    """This project's runtime requirements, as its ``pyproject.toml`` states them."""
+    with (PROJECT / "pyproject.toml").open("rb") as file:
+        return list(tomllib.load(file)["project"]["dependencies"])
 
 
 def build_image(
@@ -92,10 +119,15 @@ def build_image(
     base_image: str = DEFAULT_BASE_IMAGE,
     mesos_packages: Sequence[Path] = (),
     context: Path | None = None,
+    extras: Sequence[str] = DEFAULT_EXTRAS,
 ) -> BuiltImage:
-    """Make the context and build the image; the engine's layer cache makes rebuilds quick."""
+    """Make the context and build the image; the engine's layer cache makes rebuilds quick.
+
+    *extras* are Toil's extras to install (empty for a slim image without the runners).
+    """
     context = make_context(
-        context or PROJECT / "build" / "appliance-context", mesos_packages=mesos_packages
+        context or PROJECT / "build" / "appliance-context", mesos_packages=mesos_packages,
+        extras=extras,
     )
     try:
         client.images.get(base_image)
@@ -109,7 +141,8 @@ def build_image(
         image, log = client.images.build(
             path=str(context),
             tag=tag,
-            buildargs={"BASE_IMAGE": base_image, "IMAGE_NAME": tag},
+            buildargs={"BASE_IMAGE": base_image, "IMAGE_NAME": tag,
+                       "TOIL_EXTRAS": ",".join(extras)},
             rm=True,
             forcerm=True,
             pull=False,
@@ -137,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mesos-package", action="append", default=[], type=Path, metavar="FILE",
         help="real Mesos to install: a .deb, or a tarball of an installed tree (repeatable)",
     )
+    parser.add_argument(
+        "--slim", action="store_true",
+        help="leave out Toil's cwl and wdl extras (toil-cwl-runner, toil-wdl-runner)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show the build log")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -144,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     client = docker.from_env()
     built = build_image(
-        client, tag=args.tag, base_image=args.base_image, mesos_packages=args.mesos_package
+        client, tag=args.tag, base_image=args.base_image, mesos_packages=args.mesos_package,
+        extras=() if args.slim else DEFAULT_EXTRAS,
     )
     sys.stdout.write(f"{built.tag} {built.id}\n")
     return 0

@@ -33,10 +33,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Distributions never shipped from a virtualenv: Toil, this project (and, through
-#: :func:`dependency_closure`, what they require), and the packaging tools every venv has.
+#: Distributions never shipped from a virtualenv: Toil with the extras the appliance installs
+#: (its CWL and WDL runners), this project (and, through :func:`dependency_closure`, what they
+#: require), and the packaging tools every venv has.
 ALWAYS_ON_WORKERS: tuple[str, ...] = (
-    "toil",
+    "toil[cwl,wdl]",
     "toil-mesos",
     "pip",
     "setuptools",
@@ -130,17 +131,19 @@ def dependency_closure(
 ) -> frozenset[NormalizedName]:
     """Every distribution that the named ones require, transitively, including themselves.
 
-    Requirements are read from installed metadata and their markers evaluated for this
-    interpreter with no extras selected: the workers' Toil was installed the same way. A
-    requirement that is not installed contributes only its own name.
+    A name may select extras (``toil[cwl,wdl]``), as the workers' installation did; requirements
+    are read from installed metadata and their markers evaluated for this interpreter with
+    those extras (none for a plain name). A requirement that is not installed contributes only
+    its own name.
     """
-    found: set[NormalizedName] = set()
-    pending = [canonicalize_name(n) for n in names]
+    found: dict[NormalizedName, frozenset[str]] = {}
+    pending = [_requested(n) for n in names]
     while pending:
-        name = pending.pop()
-        if name in found:
+        name, extras = pending.pop()
+        if name in found and extras <= found[name]:
             continue
-        found.add(name)
+        extras = extras | found.get(name, frozenset())
+        found[name] = extras
         try:
             dist = next(iter(metadata.distributions(name=name, path=list(search_path or sys.path))))
         except StopIteration:
@@ -151,9 +154,20 @@ def dependency_closure(
             except InvalidRequirement:
                 logger.debug("ignoring unparsable requirement %r of %s", text, name)
                 continue
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                pending.append(canonicalize_name(requirement.name))
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": e}) for e in ("", *extras)):
+                pending.append((canonicalize_name(requirement.name),
+                                frozenset(requirement.extras)))
     return frozenset(found)
+
+
+def _requested(text: str) -> tuple[NormalizedName, frozenset[str]]:
+    """A distribution name with the extras it was installed with, from ``name[extra,...]``."""
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement:
+        return canonicalize_name(text), frozenset()
+    return canonicalize_name(requirement.name), frozenset(requirement.extras)
 
 
 def _resolved(paths: Iterable[str | None]) -> tuple[Path, ...]:

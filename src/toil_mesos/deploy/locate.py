@@ -115,6 +115,15 @@ class Plan:
     entries: tuple[PathEntry, ...]
     python: str
 
+    @property
+    def ships_nothing(self) -> bool:
+        """Whether no root needs walking: the workflow's code is all on the workers already.
+
+        So it is when ``__main__`` and the job modules are Toil's own (``toil-cwl-runner``,
+        ``toil-wdl-runner``) outside a virtualenv, or every root is on a shared filesystem.
+        """
+        return all(root.kind is RootKind.SHARED for root in self.roots)
+
 
 def user_module_of(main: ModuleType) -> UserModule | None:
     """The user module behind ``__main__``, or None when ``__main__`` is not a user file.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toil_mesos.deploy import UserModule, build, check_native, locate, scan, user_module_of
+from toil_mesos.deploy import UserModule, build, contents_to_ship, user_module_of
 from toil_mesos.deploy._environment import PythonEnvironment
 from toil_mesos.deploy.scan import Contents
 from toil_mesos.errors import BundleError
@@ -98,14 +98,10 @@ class Deployer:
             return NOTHING_SHIPS
         module = user_module_of(sys.modules["__main__"]) or _module_of(job_desc)
         try:
-            plan = locate(module, environment=self._python_environment,
-                          options=self._options.deploy)
-            contents = scan(plan, self._options.deploy)
-            check_native(contents, self._options.deploy.native, option="--mesosNativeCode",
-                         exclude_option="--mesosBundleExclude")
-            if not contents.files:
-                logger.info("nothing to ship: the workflow's code comes with the agents")
-                return Deployment(None, None, contents)
+            contents = contents_to_ship(module, environment=self._python_environment,
+                                        options=self._options.deploy)
+            if contents is None:
+                return NOTHING_SHIPS
             bundle = build(contents, self._bundle_dir)
         except BundleError as exc:
             raise BundleError(

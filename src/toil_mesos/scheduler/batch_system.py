@@ -44,6 +44,7 @@ from toil_mesos.scheduler._callbacks import DriverCallbacks, exit_of, never_fits
 from toil_mesos.scheduler._deployment import Deployer, default_bundle_dir
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._job_table import Job, JobTable
+from toil_mesos.scheduler._linked_imports import warn_about_linked_imports
 from toil_mesos.scheduler._matching import JobRequest
 from toil_mesos.scheduler._tasks import TaskBuilder
 
@@ -109,6 +110,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         #: The environment jobs share unless they bring their own (one copy, not one per job).
         self._shared_environment: dict[str, str] = dict(self.environment)
         _hide_toils_auto_deployment_warning()
+        warn_about_linked_imports(config, self._options.deploy.shared_paths)
         framework: dict[str, Any] = {
             "user": self._options.user,
             "name": self._options.name,
