@@ -33,6 +33,7 @@ from launcher_helpers import (
     tcp_server,
 )
 
+from toil_mesos.cluster._cluster_options import needed_under_tmp as _needed_under_tmp
 from toil_mesos.cluster._isolation import (
     NETNS_PREFIX,
     IsolationError,
@@ -43,7 +44,7 @@ from toil_mesos.cluster._isolation import (
     pids_in_mount_namespace,
     resolve_hide_paths,
 )
-from toil_mesos.cluster.launcher import ClusterOptions, ProcessRef, _needed_under_tmp
+from toil_mesos.cluster.launcher import ClusterOptions, ProcessRef
 from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
 
 needs_isolation = pytest.mark.skipif(

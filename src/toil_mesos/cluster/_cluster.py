@@ -1,0 +1,483 @@
+"""A mini-cluster in a work directory: its master and agents as supervised daemons.
+
+:class:`Cluster` starts the master, then the agents (in their namespaces when isolated), waits
+for every ready file, checks each agent really is isolated, and writes ``cluster.json``; it
+can stop and restart single daemons (fault injection) and tears everything down again. The
+daemons' command lines are built here (:meth:`Cluster._agent` for an agent's flags).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import select
+import shutil
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from toil_mesos.cluster._cluster_options import (
+    ClusterError,
+    ClusterOptions,
+    check_work_dir,
+    isolation_for,
+)
+from toil_mesos.cluster._cluster_record import (
+    CLUSTER_FILE,
+    AgentRecord,
+    ClusterRecord,
+    DaemonRecord,
+    locked,
+    read_record,
+    write_json_atomically,
+)
+from toil_mesos.cluster._isolation import (
+    IsolationError,
+    MountIsolation,
+    Network,
+    create_network,
+    mount_namespace_of,
+    net_namespace_of,
+)
+from toil_mesos.cluster._supervision import (
+    KILL_WAIT,
+    SAFETY_POLL,
+    DirectoryWatch,
+    ProcessRef,
+    log_tail,
+    read_ready,
+    spawn,
+    teardown,
+)
+
+__all__ = ["Cluster"]
+
+logger = logging.getLogger("toil_mesos.cluster.launcher")
+
+
+@dataclass(kw_only=True)
+class _Daemon:
+    """One daemon slot (the master, or agent ``index``) and its current process."""
+
+    role: str
+    index: int
+    argv: list[str]
+    log: Path
+    ready_file: Path
+    process: ProcessRef | None = None
+    first_start_time: int | None = None
+    ready: dict[str, Any] = field(default_factory=dict)
+    mount_namespaces: list[int] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "master" if self.role == "master" else f"agent {self.index}"
+
+    def record(self) -> DaemonRecord:
+        assert self.process is not None and self.first_start_time is not None
+        return DaemonRecord(
+            role=self.role,
+            index=self.index,
+            pid=self.process.pid,
+            start_time=self.process.start_time,
+            first_start_time=self.first_start_time,
+            argv=tuple(self.argv),
+            log=str(self.log),
+            ready_file=str(self.ready_file),
+            mount_namespaces=tuple(self.mount_namespaces),
+        )
+
+
+class Cluster:
+    """A mini-cluster in ``work_dir``: start it, stop or restart its parts, tear it down.
+
+    :meth:`start` is all or nothing: if any daemon fails to become ready, everything started
+    is stopped and every namespace and link made is removed before the error propagates.
+    ``cluster up`` calls :meth:`start` then :meth:`detach`, leaving the daemons running;
+    :class:`~toil_mesos.cluster.testing.MiniCluster` keeps the object and calls :meth:`close`.
+    """
+
+    def __init__(self, work_dir: Path | str, options: ClusterOptions | None = None) -> None:
+        self.options = options or ClusterOptions()
+        self.work_dir = Path(work_dir).expanduser().resolve()
+        self.cluster_id = secrets.token_hex(3)
+        self.isolation: MountIsolation | None = None
+        self.network: Network | None = None
+        self.master: _Daemon | None = None
+        self.agents: list[_Daemon] = []
+        self._lock: contextlib.ExitStack | None = None
+        self._owns_record = False  # True once we hold the lock and any old record is gone
+        self._made: list[Path] = []
+
+    def __repr__(self) -> str:
+        state = "running" if self.master and self.master.process else "stopped"
+        return f"<Cluster {self.cluster_id} {state} agents={len(self.agents)} {self.work_dir}>"
+
+    # -- lifecycle --
+
+    def start(self) -> ClusterRecord:
+        """Check options, start the master and the agents, wait until all are ready.
+
+        Raises ClusterError (nothing left running) on bad options, a busy work dir, a daemon
+        that exits or is not ready before the timeout, or isolation that cannot be had.
+        """
+        self.options.validate()
+        self.isolation = isolation_for(self.options)
+        check_work_dir(self.work_dir, self.isolation)
+        if self.work_dir.exists() and not self.work_dir.is_dir():
+            raise ClusterError(f"--work-dir {str(self.work_dir)!r} is not a directory")
+        # The work dir itself stays on failure: its logs/ explain what went wrong.
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = contextlib.ExitStack()
+        try:
+            self._lock.enter_context(locked(self.work_dir))
+            self._clear_stale_record()
+            self._owns_record = True
+            return self._start_all()
+        except BaseException:
+            self.close()
+            for path in reversed(self._made):
+                shutil.rmtree(path, ignore_errors=True)
+            self._made.clear()
+            raise
+
+    def _clear_stale_record(self) -> None:
+        record = read_record(self.work_dir)
+        if record is None:
+            return
+        alive = [d.name for d in record.daemons if d.process.running()]
+        if alive:
+            raise ClusterError(
+                f"the work dir is busy: {self.work_dir / CLUSTER_FILE} records a running cluster "
+                f"({', '.join(alive)} alive); run `toil-mesos cluster down --work-dir "
+                f"{self.work_dir}` first"
+            )
+        logger.warning("%s records a dead cluster: cleaning up after it", CLUSTER_FILE)
+        teardown(record, timeout=self.options.stop_timeout)
+        (self.work_dir / CLUSTER_FILE).unlink(missing_ok=True)
+
+    def _start_all(self) -> ClusterRecord:
+        started = time.monotonic()
+        run = self.work_dir / "run"
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        self._made.append(run)
+        if self.options.netns:
+            try:
+                self.network = create_network(self.cluster_id, self.options.agents)
+            except IsolationError as exc:
+                raise ClusterError(str(exc)) from exc
+        host = self.network.host_address if self.network else "127.0.0.1"
+        master_dir = self._make_dir(self.work_dir / "master")
+        self.master = _Daemon(
+            role="master",
+            index=0,
+            log=self.work_dir / "logs" / "master.log",
+            ready_file=run / "master.ready",
+            argv=[
+                *self._command("master"),
+                "--host",
+                host,
+                "--port",
+                "0",
+                "--work-dir",
+                str(master_dir),
+                "--ready-file",
+                str(run / "master.ready"),
+                *self.options.master_args,
+            ],
+        )
+        self._launch(self.master)
+        self._wait_ready([self.master])
+        # Restarts must come back on the same port: agents and frameworks know only it.
+        port = self.master.ready["address"].rpartition(":")[2]
+        self.master.argv[self.master.argv.index("--port") + 1] = port
+        if self.isolation is not None and self.isolation.keep:
+            staging = self._make_dir(run / "tmp-staging")
+            self.isolation = replace(self.isolation, staging=staging)
+        self.agents = [self._agent(i) for i in range(self.options.agents)]
+        for agent in self.agents:
+            self._launch(agent)
+        self._wait_ready(self.agents)
+        record = self.record()
+        write_json_atomically(self.work_dir / CLUSTER_FILE, record.to_json())
+        logger.info(
+            "cluster %s up in %.2f s: master %s, %d agents",
+            self.cluster_id,
+            time.monotonic() - started,
+            record.master,
+            len(record.agents),
+        )
+        return record
+
+    def _command(self, role: str) -> list[str]:
+        custom = self.options.master_command if role == "master" else self.options.agent_command
+        # -P: `python -m` would put the working directory first on sys.path.
+        return list(custom) or [self.options.python, "-P", "-m", f"toil_mesos.cluster.{role}"]
+
+    def _make_dir(self, path: Path) -> Path:
+        if not path.exists():
+            path.mkdir(parents=True)
+            self._made.append(path)
+        return path
+
+    def _agent(self, index: int) -> _Daemon:
+        assert self.master is not None
+        run = self.work_dir / "run"
+        host = self.network.addresses[index] if self.network else "127.0.0.1"
+        work_dir = self._make_dir(self._make_dir(self.work_dir / "agents") / str(index))
+        argv = [
+            *self._command("agent"),
+            "--master",
+            str(self.master.ready["address"]),
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--work-dir",
+            str(work_dir),
+            "--ready-file",
+            str(run / f"agent-{index}.ready"),
+            "--resources",
+            self.options.resources(index),
+        ]
+        if self.options.executor_env is not None:
+            argv += [
+                "--executor-environment-variables",
+                json.dumps(dict(self.options.executor_env), sort_keys=True),
+            ]
+        argv += self.options.agent_args
+        if self.isolation is not None:
+            argv = self.isolation.wrap(argv)
+        if self.network is not None:
+            argv = self.network.wrap(index, argv)
+        return _Daemon(
+            role="agent",
+            index=index,
+            argv=argv,
+            ready_file=run / f"agent-{index}.ready",
+            log=self.work_dir / "logs" / f"agent-{index}.log",
+        )
+
+    def _launch(self, daemon: _Daemon) -> None:
+        daemon.ready_file.unlink(missing_ok=True)
+        daemon.ready = {}
+        logger.debug("starting %s: %s", daemon.name, daemon.argv)
+        daemon.process = spawn(daemon.argv, daemon.log)
+        if daemon.first_start_time is None:
+            daemon.first_start_time = daemon.process.start_time
+
+    def _wait_ready(self, daemons: Sequence[_Daemon]) -> None:
+        """Wait for every daemon's ready file; fail fast when one exits, bounded by the timeout."""
+        deadline = time.monotonic() + self.options.ready_timeout
+        pending = list(daemons)
+        watch = DirectoryWatch(self.work_dir / "run")
+        poller = select.poll()
+        pidfds: list[int] = []
+        try:
+            if watch.fileno() >= 0:
+                poller.register(watch.fileno(), select.POLLIN)
+            for daemon in pending:
+                assert daemon.process is not None
+                with contextlib.suppress(ProcessLookupError):
+                    pidfds.append(os.pidfd_open(daemon.process.pid))
+                    poller.register(pidfds[-1], select.POLLIN)
+            while pending:
+                for daemon in list(pending):
+                    ready = read_ready(daemon.ready_file)
+                    if ready is not None:
+                        self._accept_ready(daemon, ready)
+                        pending.remove(daemon)
+                    else:
+                        self._check_alive(daemon)
+                if self.master is not None and self.master not in daemons:
+                    # Agents cannot register with a dead master: say so, not "timed out".
+                    self._check_alive(self.master, while_waiting_for=pending)
+                if not pending:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClusterError(
+                        f"{', '.join(d.name for d in pending)} not ready after "
+                        f"{self.options.ready_timeout:g} s (no ready file "
+                        f"{pending[0].ready_file}); see {pending[0].log}:\n"
+                        f"{log_tail(pending[0].log)}"
+                    )
+                poller.poll(min(remaining, SAFETY_POLL) * 1000)
+                watch.drain()
+        finally:
+            watch.close()
+            for fd in pidfds:
+                os.close(fd)
+
+    def _check_alive(self, daemon: _Daemon, *, while_waiting_for: Sequence[_Daemon] = ()) -> None:
+        assert daemon.process is not None
+        if daemon.process.running():
+            return
+        code = daemon.process.reap()
+        how = "" if code is None else f" with status {code}"
+        when = (
+            f"while {', '.join(d.name for d in while_waiting_for)} started"
+            if while_waiting_for
+            else "before it was ready"
+        )
+        raise ClusterError(
+            f"{daemon.name} exited{how} {when}; see {daemon.log}:\n{log_tail(daemon.log)}"
+        )
+
+    def _accept_ready(self, daemon: _Daemon, ready: dict[str, Any]) -> None:
+        """Take a daemon's ready file, after checking it is the process we started, isolated."""
+        assert daemon.process is not None
+        if ready.get("pid") != daemon.process.pid:
+            raise ClusterError(
+                f"{daemon.name}'s ready file {daemon.ready_file} names pid {ready.get('pid')}, "
+                f"but the process started is {daemon.process.pid}; cluster.json would be wrong"
+            )
+        if not isinstance(ready.get("address"), str):
+            raise ClusterError(f"{daemon.name}'s ready file has no address: {ready!r}")
+        if daemon.role == "agent" and not isinstance(ready.get("id"), str):
+            raise ClusterError(f"{daemon.name}'s ready file has no agent id: {ready!r}")
+        daemon.ready = ready
+        if daemon.role == "agent":
+            self._check_isolated(daemon)
+
+    def _check_isolated(self, daemon: _Daemon) -> None:
+        """Never pretend: an agent meant to be isolated must really be in its namespaces."""
+        assert daemon.process is not None
+        pid = daemon.process.pid
+        if self.isolation is not None:
+            inode = mount_namespace_of(pid)
+            if inode is None or inode == mount_namespace_of(os.getpid()):
+                raise ClusterError(f"{daemon.name} (pid {pid}) is not in a private mount namespace")
+            if inode not in daemon.mount_namespaces:
+                daemon.mount_namespaces.append(inode)
+        if self.network is not None:
+            expected = self.network.namespace_inode(daemon.index)
+            if expected is None or net_namespace_of(pid) != expected:
+                raise ClusterError(
+                    f"{daemon.name} (pid {pid}) is not in its network namespace "
+                    f"{self.network.namespaces[daemon.index]}"
+                )
+
+    def record(self) -> ClusterRecord:
+        """What ``cluster.json`` says about this cluster now."""
+        assert self.master is not None and self.master.process is not None
+        daemons = [self.master, *self.agents]
+        return ClusterRecord(
+            master=str(self.master.ready["address"]),
+            master_pid=self.master.process.pid,
+            agents=tuple(
+                AgentRecord(
+                    id=str(a.ready.get("id", "")),
+                    address=str(a.ready.get("address", "")),
+                    pid=a.process.pid if a.process else 0,
+                )
+                for a in self.agents
+            ),
+            cluster_id=self.cluster_id,
+            work_dir=str(self.work_dir),
+            daemons=tuple(d.record() for d in daemons if d.process is not None),
+            isolation=self.isolation,
+            network=self.network,
+            options=self.options.to_json(),
+        )
+
+    def _write_record(self) -> None:
+        write_json_atomically(self.work_dir / CLUSTER_FILE, self.record().to_json())
+
+    # -- parts, for fault injection --
+
+    def _daemon(self, which: str | int) -> _Daemon:
+        if which == "master":
+            if self.master is None:
+                raise ClusterError("the cluster has no master: it was not started")
+            return self.master
+        if isinstance(which, int) and 0 <= which < len(self.agents):
+            return self.agents[which]
+        raise ClusterError(f"no such daemon: {which!r} (agents are 0..{len(self.agents) - 1})")
+
+    def stop(
+        self,
+        which: str | int,
+        *,
+        sig: signal.Signals = signal.SIGTERM,
+        timeout: float | None = None,
+    ) -> None:
+        """Stop the master (``"master"``) or agent ``which`` with ``sig``, waiting for its exit.
+
+        SIGKILL follows if it has not exited after ``timeout`` (default: the stop timeout).
+        Executors a SIGKILLed agent leaves behind keep running, as on a real agent crash;
+        :meth:`close` stops them.
+        """
+        daemon = self._daemon(which)
+        if daemon.process is None:
+            return
+        timeout = self.options.stop_timeout if timeout is None else timeout
+        daemon.process.send(sig)
+        if not daemon.process.wait(timeout):
+            logger.warning("%s did not exit on %s: sending SIGKILL", daemon.name, sig.name)
+            daemon.process.send(signal.SIGKILL)
+            daemon.process.wait(KILL_WAIT)
+
+    def restart(self, which: str | int) -> None:
+        """Start the master or agent ``which`` again (same address for the master) and wait.
+
+        Stops it first if it still runs. ``cluster.json`` is rewritten with the new pid.
+        """
+        daemon = self._daemon(which)
+        if daemon.process is not None and daemon.process.running():
+            self.stop(which)
+        self._launch(daemon)
+        try:
+            self._wait_ready([daemon])
+        finally:
+            self._write_record()
+
+    def running(self, which: str | int) -> bool:
+        """Whether the master or agent ``which`` runs now."""
+        daemon = self._daemon(which)
+        return daemon.process is not None and daemon.process.running()
+
+    # -- teardown --
+
+    def detach(self) -> None:
+        """Leave the daemons running and forget them (``cluster up`` exiting)."""
+        self._owns_record = False
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def close(self) -> None:
+        """Stop everything, remove namespaces, links and ``cluster.json``; idempotent.
+
+        Logs and the daemons' work dirs (sandboxes) are kept, for post-mortems.
+        """
+        try:
+            daemons = [d for d in (self.master, *self.agents) if d and d.process]
+            if daemons or self.network is not None:
+                record = ClusterRecord(
+                    master="",
+                    master_pid=0,
+                    agents=(),
+                    cluster_id=self.cluster_id,
+                    work_dir=str(self.work_dir),
+                    daemons=tuple(d.record() for d in daemons),
+                    isolation=self.isolation,
+                    network=self.network,
+                )
+                teardown(record, timeout=self.options.stop_timeout)
+            self.network = None
+            for daemon in daemons:
+                daemon.process = None
+            if self._owns_record:
+                (self.work_dir / CLUSTER_FILE).unlink(missing_ok=True)
+                shutil.rmtree(self.work_dir / "run", ignore_errors=True)
+                self._owns_record = False
+        finally:
+            self.detach()

@@ -1,0 +1,189 @@
+"""``cluster up``'s options, and what they require of the machine.
+
+Every cluster option lives here: add a field to :class:`ClusterOptions`, check it in
+:meth:`ClusterOptions.validate`, and pass it on in ``_cluster.Cluster`` (the agents' or the
+master's command line); ``cli.py`` maps the command line onto it. :func:`isolation_for`
+decides the agents' mount isolation from the options and the machine, refusing what cannot be
+had rather than pretending.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import toil_mesos
+from toil_mesos.cluster._isolation import (
+    IsolationError,
+    MountIsolation,
+    minimal_roots,
+    mount_isolation_unavailable,
+    netns_unavailable,
+    resolve_hide_paths,
+)
+from toil_mesos.errors import MesosError
+
+__all__ = [
+    "DEFAULT_READY_TIMEOUT",
+    "DEFAULT_STOP_TIMEOUT",
+    "ClusterError",
+    "ClusterOptions",
+    "check_work_dir",
+    "isolation_for",
+    "needed_under_tmp",
+]
+
+logger = logging.getLogger("toil_mesos.cluster.launcher")
+
+#: Long enough for Python to start and an agent to register on a loaded 2-core machine; the
+#: target for 3 agents is under 5 s.
+DEFAULT_READY_TIMEOUT: Final = 60.0
+#: SIGTERM grace: an agent first gives its executors their shutdown grace period (Mesos'
+#: default is 5 s), so this must be longer than that.
+DEFAULT_STOP_TIMEOUT: Final = 20.0
+
+#: Each agent offers its own port range so that tasks of agents sharing the host's network
+#: (no ``--netns``) cannot collide.
+_PORTS_BASE: Final = 31000
+_PORTS_PER_AGENT: Final = 100
+
+
+class ClusterError(MesosError):
+    """``cluster up/status/down`` cannot do what was asked; the message says what to fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterOptions:
+    """How big the cluster is and how its agents are isolated (``cluster up``'s options).
+
+    ``private_tmp`` None means "when the machine can" (root and a working ``unshare``), which
+    is what ``cluster up`` does; False turns it off for callers that know their agents must
+    share ``/tmp``; True insists. ``master_command`` and ``agent_command`` replace
+    ``python -P -m toil_mesos.cluster.master`` (``agent``) before the protocol's arguments:
+    the launcher's own tests run it with stand-in daemons. ``executor_env`` becomes every
+    agent's ``--executor-environment-variables`` (None: the flag is not given).
+    """
+
+    agents: int = 1
+    cpus: float = 2.0
+    mem: int = 4096
+    disk: int = 8192
+    hide: tuple[Path, ...] = ()
+    netns: bool = False
+    private_tmp: bool | None = None
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    master_args: tuple[str, ...] = ()
+    agent_args: tuple[str, ...] = ()
+    python: str = sys.executable
+    master_command: tuple[str, ...] = ()
+    agent_command: tuple[str, ...] = ()
+    executor_env: Mapping[str, str] | None = None
+
+    def validate(self) -> None:
+        """Raise ClusterError naming the first bad option."""
+        if self.agents < 1:
+            raise ClusterError(f"--agents must be at least 1, not {self.agents}")
+        if not self.cpus > 0:
+            raise ClusterError(f"--cpus must be positive, not {self.cpus}")
+        if self.mem <= 0:
+            raise ClusterError(f"--mem must be positive (MB), not {self.mem}")
+        if self.disk < 0:
+            raise ClusterError(f"--disk must not be negative (MB), not {self.disk}")
+        if not self.ready_timeout > 0:
+            raise ClusterError(f"--timeout must be positive, not {self.ready_timeout}")
+
+    def resources(self, index: int) -> str:
+        """The agent's ``--resources`` string (see ``_protocol``)."""
+        low = _PORTS_BASE + index * _PORTS_PER_AGENT
+        cpus = int(self.cpus) if float(self.cpus).is_integer() else self.cpus
+        return f"cpus:{cpus};mem:{self.mem};disk:{self.disk};ports:[{low}-{low + 99}]"
+
+    def to_json(self) -> dict[str, object]:
+        """The options as ``cluster.json`` records them (for people reading it)."""
+        return {
+            "agents": self.agents,
+            "cpus": self.cpus,
+            "mem": self.mem,
+            "disk": self.disk,
+            "hide": [str(p) for p in self.hide],
+            "netns": self.netns,
+        }
+
+
+def isolation_for(options: ClusterOptions) -> MountIsolation | None:
+    """The agents' mount isolation, or None; raises when it is asked for and impossible."""
+    try:
+        hide = resolve_hide_paths(options.hide)
+    except IsolationError as exc:
+        raise ClusterError(str(exc)) from None
+    if options.netns:
+        reason = netns_unavailable()
+        if reason is not None:
+            raise ClusterError(f"--netns is impossible here: {reason}")
+    reason = mount_isolation_unavailable()
+    if hide and reason is not None:
+        raise ClusterError(f"--hide needs a private mount namespace per agent: {reason}")
+    if options.private_tmp and reason is not None:
+        raise ClusterError(f"a private /tmp for agents is impossible here: {reason}")
+    if options.private_tmp is False and hide:
+        raise ClusterError("--hide needs agents' private mount namespaces; private_tmp=False")
+    if reason is not None or options.private_tmp is False:
+        if reason is not None:
+            logger.info("agents share the host's mounts: %s", reason)
+        return None
+    for needed, what in (
+        (Path(sys.prefix), "the Python environment agents run from"),
+        (Path(toil_mesos.__file__).resolve().parent, "the toil_mesos package"),
+        (Path(options.python).resolve().parent, "the Python interpreter"),
+    ):
+        for path in hide:
+            if needed.resolve().is_relative_to(path):
+                raise ClusterError(
+                    f"--hide {str(path)!r} would hide {what} ({needed}) from the agents"
+                )
+    return MountIsolation(hide=hide, private_tmp=True, keep=needed_under_tmp(options))
+
+
+def needed_under_tmp(options: ClusterOptions) -> tuple[Path, ...]:
+    """What agents need from the host's ``/tmp`` to run: Python, this package, their command.
+
+    Usually nothing. A checkout and virtualenv cloned under ``/tmp`` (as CI may do) would
+    otherwise vanish under the agents' fresh ``/tmp`` and no agent could start.
+    """
+    package_root = Path(toil_mesos.__file__).resolve().parent.parent
+    candidates = [
+        Path(sys.prefix).resolve(),
+        Path(sys.base_prefix).resolve(),
+        Path(options.python).resolve().parent,
+        package_root,
+        *(
+            Path(a).resolve()
+            for a in options.agent_command
+            if a.startswith("/") and Path(a).exists()
+        ),
+    ]
+    tmp = Path("/tmp").resolve()
+    return minimal_roots([p for p in candidates if p.is_relative_to(tmp) and p != tmp])
+
+
+def check_work_dir(work_dir: Path, isolation: MountIsolation | None) -> None:
+    """Refuse a work dir that agents would see privately (so not share with the leader)."""
+    if isolation is None:
+        return
+    for private in isolation.private_roots():
+        if work_dir.is_relative_to(private):
+            why = (
+                "agents get a private /tmp"
+                if private == Path("/tmp")
+                else f"--hide {str(private)!r} covers it for agents"
+            )
+            raise ClusterError(
+                f"--work-dir {str(work_dir)!r} is refused: {why}, so job stores and sandboxes "
+                "there would not be shared between the leader and the agents; "
+                "use a directory elsewhere (e.g. under /var/tmp)"
+            )
