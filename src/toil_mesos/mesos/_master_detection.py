@@ -179,6 +179,7 @@ class ZooKeeperDetector:
         self._on_change: ChangeCallback | None = None
         self._watch: Any = None
         self._closed = False
+        self._warned_empty = False
 
     def __repr__(self) -> str:
         return f"ZooKeeperDetector({self._masters!r} leader={self._leader})"
@@ -217,7 +218,9 @@ class ZooKeeperDetector:
         from kazoo.recipe.watchers import ChildrenWatch
 
         if self._client.exists(self._masters.path) is None:
-            logger.warning("no Mesos master has registered under ZooKeeper %s yet", self._masters)
+            if not self._warned_empty:
+                self._warned_empty = True
+                logger.warning("no Mesos master has registered in ZooKeeper %s yet", self._masters)
             return
         self._watch = ChildrenWatch(self._client, self._masters.path, self._children_changed)
 
@@ -247,11 +250,10 @@ class ZooKeeperDetector:
         return True
 
     def next_master(self) -> str | None:
+        if self._leader is None:
+            self._ensure_watch()  # the election znode may have appeared since
         with self._lock:
-            leader = self._leader
-        if leader is None:
-            self._ensure_watch()
-        return leader
+            return self._leader
 
     def round_done(self) -> bool:
         return True
