@@ -3,6 +3,8 @@ batch system: clear errors naming the option, and the secret in no repr or messa
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -79,3 +81,52 @@ def test_endpoint_forms_and_route_target() -> None:
 def test_missing_ca_cert(tmp_path: Path) -> None:
     with pytest.raises(MesosError, match="--mesosCACert"):
         MesosOptions.from_config(_config(mesos_ca_cert=str(tmp_path / "nope.pem")))
+
+
+def test_launched_tasks_are_reconciled_after_a_resubscription(monkeypatch):  # type: ignore[no-untyped-def]
+    """After re-registering with a (new) master, the batch system asks about every task it
+    launched, once the agents had time to re-register; a second re-registration meanwhile
+    postpones the question instead of asking twice."""
+    from tests.unit.scheduler.test_scheduler_batch_system import (
+        GIB,
+        RecordingDriver,
+        config,
+        job,
+        offer,
+    )
+
+    from toil_mesos.scheduler import _callbacks
+    from toil_mesos.scheduler.batch_system import MesosBatchSystem
+
+    class ReconcilingDriver(RecordingDriver):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.reconciled = threading.Event()
+
+        def reconcileTasks(self, tasks: Any) -> None:
+            self.calls.append(("reconcile", tasks))
+            self.reconciled.set()
+
+    monkeypatch.setattr(_callbacks, "RECONCILE_AFTER_RESUBSCRIBE", 0.2)
+    system = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                              driver_factory=ReconcilingDriver)
+    try:
+        driver = system._driver
+        system.issueBatchJob("echo a", job("a", cores=0.5))
+        system.issueBatchJob("echo b", job("b", cores=0.5))
+        driver.scheduler.resourceOffers(driver, [offer("a7")])
+        launched = driver.launched()
+        assert len(launched) == 2
+        driver.scheduler.reregistered(driver, {})
+        driver.scheduler.reregistered(driver, {})
+        assert not driver.reconciled.is_set()  # not at once: agents are still re-registering
+        assert driver.reconciled.wait(5)
+        time.sleep(0.4)
+        reconciles = [tasks for name, tasks in driver.calls if name == "reconcile"]
+        assert len(reconciles) == 1
+        assert sorted(t["task_id"]["value"] for t in reconciles[0]) == sorted(
+            t["task_id"]["value"] for t in launched
+        )
+        assert all(t["agent_id"] == {"value": "a7"} for t in reconciles[0])
+    finally:
+        system.shutdown()
