@@ -9,13 +9,12 @@ master's death.
 from __future__ import annotations
 
 import json
-import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from tests import zk_fixture
 from tests.unit.mesos.test_mesos_scheduler_driver import (
     INFO,
     WAIT,
@@ -25,32 +24,16 @@ from tests.unit.mesos.test_mesos_scheduler_driver import (
     stream_requests,
     subscribed_record,
 )
+from tests.zk_fixture import free_port
 
-from toil_mesos.cluster._zookeeper import ZooKeeperServer, zookeeper_available
+from toil_mesos.cluster._zookeeper import ZooKeeperServer
 from toil_mesos.errors import ConnectError
 from toil_mesos.mesos import DriverStatus, SchedulerDriver, parse_master_spec
 from toil_mesos.mesos._master_detection import ZooKeeperDetector
 from toil_mesos.mesos._master_spec import ZooKeeperMasters
 from toil_mesos.mesos._transport import BLOCK, ScriptedTransport
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
-    reason = zookeeper_available()
-    if reason is not None:
-        pytest.skip(reason)
-    server = ZooKeeperServer(tmp_path_factory.mktemp("zk"), _free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+zookeeper = zk_fixture.zookeeper
 
 
 def _master_info(port: int) -> bytes:
@@ -137,7 +120,7 @@ def test_detector_waits_for_the_first_master(zookeeper: ZooKeeperServer) -> None
 
 
 def test_unreachable_zookeeper_names_the_option() -> None:
-    spec = parse_master_spec(f"zk://127.0.0.1:{_free_port()}/mesos")
+    spec = parse_master_spec(f"zk://127.0.0.1:{free_port()}/mesos")
     assert isinstance(spec, ZooKeeperMasters)
     detector = ZooKeeperDetector(spec, connect_timeout=1.0)
     with pytest.raises(ConnectError, match="--mesosEndpoint"):
