@@ -19,7 +19,7 @@ Responses carry exactly the headers the recorded Mesos 1.12 master sends, in its
     python -m toil_mesos.cluster.master --host IP --port N --work-dir DIR --ready-file F
         [--agent-timeout S] [--heartbeat-interval S] [--offer-interval S]
 
-It is a test and demo master, not a replacement for Mesos: no authentication, no registry (a
+It is a test and demo master, not a replacement for Mesos: Basic authentication only, no registry (a
 restarted master learns tasks from its agents), one role.
 """
 
