@@ -25,6 +25,7 @@ from toil_mesos.cluster._resources import (
     parse_attributes,
     parse_resources,
 )
+from toil_mesos.mesos._master_spec import BadMasterSpec, parse_master_spec
 
 __all__ = ["AgentConfig", "build_parser", "config_from_args"]
 
@@ -58,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m toil_mesos.cluster.agent",
         description="Mini-cluster Mesos agent (a test and demo agent, not a Mesos replacement).",
     )
-    parser.add_argument("--master", required=True, help="the master's IP:PORT")
+    parser.add_argument(
+        "--master",
+        required=True,
+        help="the master's IP:PORT, a comma-separated list of masters, or zk://HOST:PORT/PATH",
+    )
     parser.add_argument("--host", required=True, help="IP to listen on and advertise")
     parser.add_argument("--port", required=True, type=int, help="port; 0 picks a free one")
     parser.add_argument("--work-dir", required=True, type=Path)
@@ -114,6 +119,10 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     if args.executor_shutdown_grace_period < 0:
         raise ValueError("--executor-shutdown-grace-period must not be negative")
     hostname = args.hostname or ("localhost" if args.host.startswith("127.") else args.host)
+    try:
+        parse_master_spec(args.master)
+    except BadMasterSpec as exc:
+        raise ValueError(str(exc).replace("--mesosEndpoint", "--master", 1)) from None
     variables = args.executor_environment_variables
     return AgentConfig(
         master=args.master,

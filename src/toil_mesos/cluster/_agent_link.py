@@ -30,7 +30,10 @@ from toil_mesos.cluster._agent_model import (
 )
 from toil_mesos.cluster._protocol import AGENT_CALL_PATH, AGENT_STREAM_PATH
 from toil_mesos.errors import RemoteProtocolError
+from toil_mesos.mesos._master_detection import MasterDetector, detector_for
+from toil_mesos.mesos._master_spec import parse_master_spec
 from toil_mesos.mesos._recordio import END_OF_STREAM, NEED_DATA, RecordIODecoder
+from toil_mesos.mesos._scheduler_state import resolve_redirect
 
 __all__ = ["CALL_TIMEOUT", "MISSED_HEARTBEATS", "MasterLink"]
 
@@ -65,9 +68,25 @@ class MasterLink:
         #: From REGISTERED; the link counts as broken after MISSED_HEARTBEATS of silence.
         self._heartbeat_interval: float | None = None
         self._last_event = 0.0
+        # --master names one master, several, or a ZooKeeper election: the link follows the
+        # leader (a non-leader answers 307 with the leader's address).
+        self._masters: MasterDetector = detector_for(parse_master_spec(core.config.master))
+        self._masters_started = False
+        #: ``http://host:port`` of the master registered with (or being tried).
+        self._master_url: str | None = None
 
     def close(self) -> None:
         self._client.close()
+        self._masters.close()
+
+    def _pick_master(self) -> str | None:
+        if not self._masters_started:
+            self._masters_started = True
+            self._masters.start(lambda url: None)
+        url = self._masters.next_master()
+        with self._core.cond:
+            self._master_url = url
+        return url
 
     # -- registration and recovery ------------------------------------------------------------
 
@@ -119,14 +138,25 @@ class MasterLink:
         """The ``agent-master-link`` thread: register, read, register again."""
         core = self._core
         backoff = REGISTER_BACKOFF_MIN
-        url = f"http://{core.config.master}{AGENT_STREAM_PATH}"
+        redirected: str | None = None
         while not core.stopping.is_set():
             registered_before = core.registered.is_set()
+            master = redirected
+            redirected = None
             try:
-                self._register_and_read(url)
+                if master is None:
+                    master = self._pick_master()
+                if master is None:
+                    logger.warning("no leading master known (%s)", core.config.master)
+                else:
+                    redirected = self._register_and_read(master)
             except (httpx.HTTPError, RemoteProtocolError, ValueError, OSError) as exc:
                 if not core.stopping.is_set():
-                    logger.warning("master link to %s failed: %s", core.config.master, exc)
+                    logger.warning("master link to %s failed: %s", master, exc)
+            if redirected is not None:
+                with core.cond:
+                    self._master_url = redirected
+                continue
             succeeded = core.registered.is_set() or registered_before
             core.registered.clear()
             with core.cond:
@@ -140,13 +170,20 @@ class MasterLink:
             core.stopping.wait(backoff)
             backoff = min(backoff * 2, REGISTER_BACKOFF_MAX)
 
-    def _register_and_read(self, url: str) -> None:
+    def _register_and_read(self, master: str) -> str | None:
+        """Register with *master* and read its stream; return the leader it redirects to."""
         body = self._register_body()
         decoder = RecordIODecoder()
         timeout = httpx.Timeout(CALL_TIMEOUT, read=LINK_READ_TIMEOUT)
+        url = master + AGENT_STREAM_PATH
         with self._client.stream(
             "POST", url, json=body, headers={"Accept": "application/json"}, timeout=timeout
         ) as response:
+            if response.status_code == 307:
+                response.read()
+                leader = resolve_redirect(master, response.headers.get("Location", ""))
+                logger.info("master %s redirects to the leading master %s", master, leader)
+                return leader
             if response.status_code != 200:
                 response.read()
                 logger.warning(
@@ -154,12 +191,12 @@ class MasterLink:
                     response.status_code,
                     response.text.strip(),
                 )
-                return
+                return None
             with self._core.cond:
                 self._stream_id = response.headers.get("Mesos-Stream-Id")
                 self._response = response
             if self._core.stopping.is_set():
-                return
+                return None
             for chunk in response.iter_raw():
                 decoder.feed(chunk)
                 for record in _records(decoder):
@@ -168,6 +205,7 @@ class MasterLink:
             for record in _records(decoder):
                 self._master_event(json.loads(record))
         logger.warning("the master closed the agent stream")
+        return None
 
     def abort(self) -> None:
         """Break the link (the link thread then registers again, unless stopping)."""
@@ -246,7 +284,6 @@ class MasterLink:
     def run_sender(self) -> None:
         """The ``agent-sender`` thread: post queued calls in order, while registered."""
         core = self._core
-        url = f"http://{core.config.master}{AGENT_CALL_PATH}"
         pending: list[AgentCall] = []
         while not (core.stopping.is_set() and core.outbox.empty() and not pending):
             if not pending:
@@ -261,6 +298,7 @@ class MasterLink:
             call = pending.pop(0)
             with core.cond:
                 stream_id = self._stream_id
+                url = f"{self._master_url}{AGENT_CALL_PATH}"
             try:
                 response = self._client.post(
                     url, json=call.body, headers={"Mesos-Stream-Id": stream_id or ""}

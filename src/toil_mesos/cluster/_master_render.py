@@ -153,6 +153,7 @@ class StateRenderer:
             "connected": framework.state is FrameworkLifecycle.CONNECTED,
             "recovered": framework.state is FrameworkLifecycle.RECOVERED,
             "user": info.get("user", ""),
+            **({"principal": info["principal"]} if info.get("principal") else {}),
             "failover_timeout": framework.failover_timeout,
             "checkpoint": bool(info.get("checkpoint", False)),
             "registered_time": framework.registered_time,

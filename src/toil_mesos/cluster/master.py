@@ -19,7 +19,7 @@ Responses carry exactly the headers the recorded Mesos 1.12 master sends, in its
     python -m toil_mesos.cluster.master --host IP --port N --work-dir DIR --ready-file F
         [--agent-timeout S] [--heartbeat-interval S] [--offer-interval S]
 
-It is a test and demo master, not a replacement for Mesos: no authentication, no registry (a
+It is a test and demo master, not a replacement for Mesos: Basic authentication only, no registry (a
 restarted master learns tasks from its agents), one role.
 """
 
@@ -37,12 +37,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
+from toil_mesos.cluster._master_auth import authenticate, check_principal, load_credentials
+from toil_mesos.cluster._master_election import (
+    DEFAULT_SESSION_TIMEOUT,
+    MasterElection,
+    master_info_data,
+    redirect_location,
+)
 from toil_mesos.cluster._master_state import (
     CallRejected,
     Close,
@@ -54,6 +61,7 @@ from toil_mesos.cluster._master_state import (
     parse_scheduler_request,
 )
 from toil_mesos.cluster._protocol import AGENT_CALL_PATH, AGENT_STREAM_PATH
+from toil_mesos.mesos._master_spec import ZooKeeperMasters, parse_master_spec
 from toil_mesos.mesos._recordio import encode_record
 
 __all__ = ["MasterServer", "main"]
@@ -62,6 +70,8 @@ __all__ = ["MasterServer", "main"]
 logger = logging.getLogger("toil_mesos.cluster.master")
 
 SCHEDULER_PATH: Final = "/api/v1/scheduler"
+_SCHEDULER_PATHS: Final = frozenset({SCHEDULER_PATH, "/master" + SCHEDULER_PATH})
+_REDIRECT_PATHS: Final = frozenset({"/redirect", "/master/redirect"})
 _STATE_PATHS: Final = frozenset({"/state", "/state.json", "/master/state", "/master/state.json"})
 _HEALTH_PATHS: Final = frozenset({"/health", "/master/health"})
 #: How often an idle stream checks whether its peer went away.
@@ -156,7 +166,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes -------------------------------------------------------------------------------
 
+    def _redirected(self) -> bool:
+        """A master that does not lead answers everything but /health with 307 to the
+        leader, validating nothing first (ha/ transcript); the leader serves /redirect."""
+        path = self.path.split("?", 1)[0]
+        if path in _HEALTH_PATHS:
+            return False
+        location = self.server.master.redirect(path)
+        if location is None:
+            return False
+        if self.command not in ("GET", "HEAD") and self._body() is None:
+            return True
+        self._respond(307, headers=[("Location", location)])
+        return True
+
     def do_GET(self) -> None:
+        if self._redirected():
+            return
         path = self.path.split("?", 1)[0]
         master = self.server.master
         if path in _STATE_PATHS:
@@ -173,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Any method but POST: 405 on the scheduler API (as Mesos answers), else 404."""
         if self._body() is None:
             return
-        if self.path.split("?", 1)[0] == SCHEDULER_PATH:
+        if self.path.split("?", 1)[0] in _SCHEDULER_PATHS:
             try:
                 parse_scheduler_request(self.command, self.headers, b"")
             except CallRejected as error:
@@ -184,11 +210,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_post
 
     def do_POST(self) -> None:
+        if self._redirected():
+            return
         body = self._body()
         if body is None:
             return
         path = self.path.split("?", 1)[0]
-        if path == SCHEDULER_PATH:
+        if path in _SCHEDULER_PATHS:
             self._scheduler(body)
         elif path == AGENT_STREAM_PATH:
             self._agent_register(body)
@@ -200,7 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _scheduler(self, body: bytes) -> None:
         master = self.server.master
         try:
+            principal = master.authenticate(self.headers.get("Authorization"))
             call = parse_scheduler_request("POST", self.headers, body)
+            if principal is not None:
+                check_principal(call, principal)
             if call["type"] == "SUBSCRIBE":
                 stream_id = master.subscribe(call)
             else:
@@ -302,6 +333,7 @@ class MasterServer:
         offer_interval: float = 1.0,
         hostname: str | None = None,
         master_id: str | None = None,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         for name, value in (
             ("agent_timeout", agent_timeout),
@@ -328,6 +360,10 @@ class MasterServer:
             work_dir=work_dir,
         )
         self._state = MasterState(config, wall_clock=time.time)
+        #: Principal to secret when frameworks must authenticate (HTTP Basic).
+        self._credentials = None if credentials is None else dict(credentials)
+        #: This master's part in a ZooKeeper election (None: it always leads).
+        self.election: MasterElection | None = None
         self._lock = threading.Lock()
         self._streams: dict[str, _Stream] = {}
         self._wake = threading.Event()
@@ -480,6 +516,34 @@ class MasterServer:
         with self._lock:
             self._input(self._state.agent_stream_closed(stream_id, now=time.monotonic()))
 
+    def info_data(self) -> bytes:
+        """This master's MasterInfo as it publishes it in a ZooKeeper election."""
+        config = self._state.config
+        return master_info_data(
+            master_id=config.master_id, ip=self.host, port=self.port, hostname=config.hostname
+        )
+
+    def redirect(self, path: str) -> str | None:
+        """The ``Location`` to answer *path* with, or None to serve it here."""
+        election = self.election
+        if election is None or election.is_leader:
+            if path in _REDIRECT_PATHS:
+                return redirect_location(path, self.info_data())
+            return None
+        leader = election.leader_data
+        if leader is None:
+            return None  # no leader elected: the request gets this master's own answer
+        return redirect_location(path, leader)
+
+    def authenticate(self, authorization: str | None) -> str | None:
+        """The framework's principal, or None when frameworks need not authenticate.
+
+        :raises CallRejected: 401 for missing or wrong credentials.
+        """
+        if self._credentials is None:
+            return None
+        return authenticate(authorization, self._credentials)
+
     def state_json(self) -> dict[str, Any]:
         """``GET /state``."""
         with self._lock:
@@ -528,6 +592,22 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between offer rounds (default: %(default)s)",
     )
     parser.add_argument("--hostname", default=None, help="hostname the master advertises")
+    parser.add_argument(
+        "--zk",
+        default=None,
+        help="zk://HOST:PORT[,...]/PATH: elect the leader with the other masters there",
+    )
+    parser.add_argument(
+        "--zk-session-timeout",
+        type=_positive,
+        default=DEFAULT_SESSION_TIMEOUT,
+        help="ZooKeeper session timeout in seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--credentials",
+        default=None,
+        help="Mesos JSON credentials file: frameworks must authenticate (HTTP Basic)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     return parser
 
@@ -549,6 +629,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    zk: ZooKeeperMasters | None = None
+    try:
+        credentials = None if args.credentials is None else load_credentials(Path(args.credentials))
+        if args.zk is not None:
+            spec = parse_master_spec(args.zk)
+            if not isinstance(spec, ZooKeeperMasters):
+                raise ValueError(f"--zk {args.zk!r}: expected zk://HOST:PORT[,...]/PATH")
+            zk = spec
+    except ValueError as exc:
+        logger.error("%s", exc)
+        return 2
     try:
         server = MasterServer(
             host=args.host,
@@ -558,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             heartbeat_interval=args.heartbeat_interval,
             offer_interval=args.offer_interval,
             hostname=args.hostname,
+            credentials=credentials,
         )
     except OSError as exc:
         logger.error("Cannot listen on %s:%s: %s", args.host, args.port, exc)
@@ -570,11 +662,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if zk is not None:
+        server.election = MasterElection(
+            zk, server.info_data(), session_timeout=args.zk_session_timeout, on_deposed=stop.set
+        )
+        try:
+            server.election.start()
+        except Exception as exc:  # noqa: BLE001 - kazoo's own error types
+            logger.error("Cannot join the election in ZooKeeper %s: %s", zk, exc)
+            return 1
     server.start()
     _write_ready_file(Path(args.ready_file), {"address": server.address, "pid": os.getpid()})
     while not stop.wait(1.0):
         pass
     server.stop()
+    if server.election is not None:
+        server.election.stop()
     return 0
 
 

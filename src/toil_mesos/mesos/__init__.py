@@ -22,11 +22,13 @@ are followed with a bound and loop detection; ``MESOS_CHECKPOINT="0"`` really me
 checkpointing; the executor records unacknowledged tasks and updates and re-sends them on
 SUBSCRIBE; every update gets a fresh uuid; calls are queued, never block the caller and are
 sent in order by the driver thread; a driver failure is re-raised to the caller; no SIGINT
-handler, no ``os.killpg`` after SHUTDOWN; no ZooKeeper master detection; JSON only.
+handler, no ``os.killpg`` after SHUTDOWN; masters are found from a list or through ZooKeeper
+(``_master_spec``, ``_master_detection``) and followed through a failover; JSON only.
 """
 
 from __future__ import annotations
 
+from toil_mesos.mesos._credentials import Credentials
 from toil_mesos.mesos._events import (
     AcceptCall,
     AcknowledgeCall,
@@ -74,6 +76,7 @@ from toil_mesos.mesos._events import (
 )
 from toil_mesos.mesos._executor_env import ExecutorEnvironment, parse_checkpoint, parse_duration
 from toil_mesos.mesos._executor_state import ExecutorProtocol, ExecutorState
+from toil_mesos.mesos._master_spec import BadMasterSpec, MasterSpec, parse_master_spec
 from toil_mesos.mesos._recordio import (
     END_OF_STREAM,
     NEED_DATA,
@@ -98,6 +101,8 @@ __all__ = [
     "AcknowledgeCall",
     "Acknowledged",
     "AgentId",
+    "BadMasterSpec",
+    "Credentials",
     "DeclineCall",
     "DriverStatus",
     "Error",
@@ -122,6 +127,7 @@ __all__ = [
     "KillCall",
     "Launch",
     "LaunchGroup",
+    "MasterSpec",
     "Message",
     "MessageCall",
     "OfferId",
@@ -155,6 +161,7 @@ __all__ = [
     "parse_checkpoint",
     "parse_duration",
     "parse_executor_event",
+    "parse_master_spec",
     "parse_scheduler_event",
 ]
 

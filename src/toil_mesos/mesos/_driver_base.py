@@ -42,6 +42,7 @@ __all__ = [
     "DriverBase",
     "DriverStatus",
     "Item",
+    "LeaderChanged",
     "ReaderCrashed",
     "Stop",
     "StreamEnded",
@@ -113,7 +114,14 @@ class Stop:
     failover: bool
 
 
-Item = StreamHead | StreamEvent | StreamEnded | ReaderCrashed | Command | Stop
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaderChanged:
+    """The master detector saw a new leading master (``None``: no leader now)."""
+
+    url: str | None
+
+
+Item = StreamHead | StreamEvent | StreamEnded | ReaderCrashed | Command | Stop | LeaderChanged
 
 
 def ident(value: str) -> Any:
@@ -138,8 +146,10 @@ class DriverBase:
         self._transport: Transport = transport if transport is not None else HttpxTransport()
         self._clock = clock if clock is not None else time.monotonic
         self._stopping = threading.Event()
-        # The default sleep is interruptible: stop() cuts a backoff short.
-        self._sleep = sleep if sleep is not None else self._stopping.wait
+        #: Set by stop() and by news worth waking a backoff for (a new leading master).
+        self._wake = threading.Event()
+        # The default sleep is interruptible: stop() or a new leader cuts a backoff short.
+        self._sleep = sleep if sleep is not None else self._interruptible_sleep
         self._call_timeout = call_timeout
         self._stop_timeout = stop_timeout
         self._inbox: queue.Queue[Item] = queue.Queue()
@@ -158,6 +168,11 @@ class DriverBase:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} status={self._status.value}>"
+
+    def _interruptible_sleep(self, delay: float) -> None:
+        self._wake.wait(delay)
+        if not self._stopping.is_set():
+            self._wake.clear()
 
     # ---- public lifecycle ------------------------------------------------------------------
 
@@ -206,6 +221,7 @@ class DriverBase:
             self._stop_asked = time.monotonic()
         self._inbox.put(stop)
         self._stopping.set()
+        self._wake.set()
         if threading.current_thread() is self._thread:
             return self._status  # called from a callback: the loop ends after it returns
         if not self._done.wait(self._stop_timeout):
@@ -243,6 +259,7 @@ class DriverBase:
             self._notify_failure(exc)
         finally:
             self._stopping.set()
+            self._wake.set()
             self._drop_stream()
             # One budget for all readers: an aborted stream ends its reader at once.
             deadline = time.monotonic() + self._stop_timeout

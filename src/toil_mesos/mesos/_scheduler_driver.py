@@ -18,6 +18,7 @@ from typing import Any
 
 from toil_mesos.errors import MesosError, ReadTimeout, StreamClosed, TransportError
 from toil_mesos.mesos._ack_sender import AckSender, PendingAck
+from toil_mesos.mesos._credentials import Credentials
 from toil_mesos.mesos._driver_base import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
@@ -26,6 +27,7 @@ from toil_mesos.mesos._driver_base import (
     DriverBase,
     DriverStatus,
     Item,
+    LeaderChanged,
     ReaderCrashed,
     Stop,
     StreamEnded,
@@ -55,6 +57,8 @@ from toil_mesos.mesos._events import (
     id_value,
     parse_scheduler_event,
 )
+from toil_mesos.mesos._master_detection import MasterDetector, detector_for
+from toil_mesos.mesos._master_spec import MasterSpec, parse_master_spec
 from toil_mesos.mesos._scheduler_calls import SchedulerCalls, agent_id_of
 from toil_mesos.mesos._scheduler_state import (
     DEFAULT_BACKOFF_INITIAL,
@@ -67,13 +71,18 @@ from toil_mesos.mesos._scheduler_state import (
     SchedulerProtocol,
     SubscriptionState,
     classify_call_response,
+    normalize_master,
 )
-from toil_mesos.mesos._transport import Transport
+from toil_mesos.mesos._transport import HttpxTransport, TlsError, Transport
 from toil_mesos.mesos.interface import Scheduler
 
 __all__ = ["SchedulerDriver"]
 
 logger = logging.getLogger(__name__)
+
+#: While no master leads (ZooKeeper shows none), how often to look again.
+_NO_LEADER_RETRY = 1.0
+
 
 class SchedulerDriver(SchedulerCalls, DriverBase):
     """A Mesos v1 HTTP scheduler driver with pymesos-compatible methods and callbacks.
@@ -81,8 +90,13 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
     :param scheduler: receives callbacks (see :class:`~toil_mesos.mesos.interface.Scheduler`).
     :param framework_info: v1 ``FrameworkInfo`` JSON (``user``, ``name``, ``roles``,
         ``failover_timeout``, ``capabilities``; an ``id`` to re-subscribe an existing framework).
-    :param master: ``host:port`` (or ``http://host:port``) of a master; calls follow its 307
-        redirects to the leader.
+    :param master: where the masters are: ``host:port``, ``http(s)://host:port``, a
+        comma-separated list of those, or ``zk://host:port,.../path`` (see
+        :mod:`~toil_mesos.mesos._master_spec`), or a parsed spec; calls follow 307 redirects to
+        the leader, and the driver moves to a new leader when the one it uses goes away.
+    :param credentials: principal and secret for masters that authenticate frameworks (HTTP
+        Basic on every call). :param ca_cert: PEM file of the CAs trusted for https masters
+        (default: the system's). :param detector: finds the leader (default: from *master*).
     :param implicit_acknowledgements: acknowledge every update that carries a uuid right after
         ``statusUpdate`` returns (pymesos' default, which Toil relies on).
     :param transport: HTTP transport (default: httpx); :param clock: monotonic clock;
@@ -95,9 +109,12 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         self,
         scheduler: Scheduler,
         framework_info: Mapping[str, Any],
-        master: str,
+        master: str | MasterSpec,
         *,
         implicit_acknowledgements: bool = True,
+        credentials: Credentials | None = None,
+        ca_cert: str | None = None,
+        detector: MasterDetector | None = None,
         transport: Transport | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -109,6 +126,10 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     ) -> None:
+        spec = parse_master_spec(master) if isinstance(master, str) else master
+        owns_transport = transport is None
+        if transport is None:
+            transport = HttpxTransport(ca_cert=ca_cert)
         super().__init__(
             transport=transport,
             clock=clock,
@@ -116,11 +137,22 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
             call_timeout=call_timeout,
             stop_timeout=stop_timeout,
         )
+        self._owns_transport = owns_transport
         self._scheduler = scheduler
         self._implicit_acks = implicit_acknowledgements
+        self._detector = detector if detector is not None else detector_for(spec)
+        self._detector_started = False
+        #: When to look for a leader again while none is known (None: not waiting).
+        self._retry_at: float | None = None
+        # Built once; the secret is in no repr or log line, only in these headers.
+        self._headers: dict[str, str] = {
+            **JSON_HEADERS,
+            **({} if credentials is None else credentials.headers()),
+        }
+        self._credentials_name = "" if credentials is None else f" as {credentials}"
         self._protocol = SchedulerProtocol(
             framework_info,
-            master,
+            "",
             missed_heartbeats=missed_heartbeats,
             subscribe_timeout=subscribe_timeout,
             backoff_initial=backoff_initial,
@@ -171,9 +203,7 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         protocol = self._protocol
         if protocol.state is not SubscriptionState.SUBSCRIBED:
             return
-        headers = dict(JSON_HEADERS)
-        if protocol.stream_id is not None:
-            headers["Mesos-Stream-Id"] = protocol.stream_id
+        headers = self._call_headers()
         logger.warning("the Mesos driver thread is busy; sending TEARDOWN from this thread")
         try:
             body = protocol.send(TeardownCall())
@@ -195,16 +225,63 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
     def _parse_event(record: bytes) -> Any:
         return parse_scheduler_event(record)
 
+    def _call_headers(self) -> dict[str, str]:
+        headers = dict(self._headers)
+        stream_id = self._protocol.stream_id
+        if stream_id is not None:
+            headers["Mesos-Stream-Id"] = stream_id
+        return headers
+
     def _begin(self) -> None:
-        request = self._protocol.start_subscribe(self._clock())
-        logger.info("Subscribing to the Mesos master at %s", self._protocol.master)
-        self._open_stream(request.url, request.body, JSON_HEADERS)
+        if not self._detector_started:
+            self._detector_started = True
+            self._detector.start(self._leader_news)
+        master = self._detector.next_master()
+        if master is None:
+            self._retry_at = self._clock() + _NO_LEADER_RETRY
+            logger.warning("no leading Mesos master known yet (%s); waiting", self._detector)
+            return
+        self._retry_at = None
+        request = self._protocol.start_subscribe(self._clock(), master)
+        logger.info(
+            "Subscribing to the Mesos master at %s%s", self._protocol.master, self._credentials_name
+        )
+        self._open_stream(request.url, request.body, self._headers)
+
+    def _leader_news(self, url: str | None) -> None:
+        """(The detector's thread.) Tell the driver thread; cut a backoff short."""
+        self._inbox.put(LeaderChanged(url=url))
+        if url is not None:
+            self._wake.set()
+
+    def _leader_changed(self, url: str | None) -> bool:
+        state = self._protocol.state
+        if url is None or state in (SubscriptionState.CLOSED, SubscriptionState.ERROR):
+            return True
+        if state is SubscriptionState.DISCONNECTED:
+            if self._retry_at is not None:
+                self._retry_at = self._clock()  # a leader at last: look now
+            return True
+        if normalize_master(url) == self._protocol.master:
+            return True
+        logger.warning(
+            "the leading Mesos master is now %s, not %s: re-subscribing there",
+            url,
+            self._protocol.master,
+        )
+        return self._lost(StreamClosed("the leading master changed"))
 
     def _deadline(self) -> float | None:
+        if self._retry_at is not None:
+            return self._retry_at
         return self._protocol.deadline()
 
     def _check_deadline(self) -> bool:
         now = self._clock()
+        if self._retry_at is not None:
+            if now >= self._retry_at and self._protocol.state is SubscriptionState.DISCONNECTED:
+                self._begin()
+            return True
         if not self._protocol.deadline_expired(now):
             return True
         logger.warning(
@@ -241,6 +318,8 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
                 return False
             case ReaderCrashed(error=error):
                 raise error
+            case LeaderChanged(url=url):
+                return self._leader_changed(url)
             case StreamHead() | StreamEvent() | StreamEnded() if item.gen != self._gen:
                 return True  # from a connection we already gave up
             case StreamHead():
@@ -263,7 +342,7 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
             return True
         if head.status == 307:
             request = self._protocol.redirected(head.headers.get("location", ""), now)
-            self._open_stream(request.url, request.body, JSON_HEADERS)
+            self._open_stream(request.url, request.body, self._headers)
             return True
         self._drop_stream()
         delay = self._protocol.subscribe_rejected(
@@ -276,6 +355,12 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         self._drop_stream()
         if self._protocol.state is SubscriptionState.CLOSED:
             return False  # TEARDOWN or a Mesos ERROR ended the stream, as expected
+        if isinstance(error, TlsError):
+            # A certificate that fails verification fails every retry as well.
+            raise TlsError(
+                f"cannot trust the Mesos master {self._protocol.master}: {error}; give the CA "
+                "that signed its certificate with --mesosCACert (TOIL_MESOS_CA_CERT)"
+            )
         logger.warning("Mesos subscription lost: %s", error)
         delay = self._protocol.connection_lost(self._clock())
         if was_subscribed:
@@ -283,6 +368,8 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         return self._resubscribe_after(delay)
 
     def _resubscribe_after(self, delay: float) -> bool:
+        if not self._detector.round_done():
+            delay = 0.0  # other masters of the list are still to be tried
         if not self._backoff(delay):
             return True  # the Stop in the inbox ends the loop
         self._begin()
@@ -293,7 +380,10 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         scheduler = self._scheduler
         match event:
             case Subscribed(framework_id=framework_id, master_info=master_info):
-                logger.info("Subscribed as Mesos framework %s", framework_id)
+                logger.info(
+                    "Subscribed as Mesos framework %s at %s", framework_id, self._protocol.master
+                )
+                self._detector.succeeded()
                 if self._protocol.subscriptions == 1:
                     scheduler.registered(self, ident(framework_id), master_info)
                 else:
@@ -350,10 +440,7 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
         if self._protocol.state is not SubscriptionState.SUBSCRIBED:
             logger.debug("not subscribed: dropping the acknowledgement of %s", call.task_id)
             return
-        headers = dict(JSON_HEADERS)
-        stream_id = self._protocol.stream_id
-        if stream_id is not None:
-            headers["Mesos-Stream-Id"] = stream_id
+        headers = self._call_headers()
         ack = PendingAck(self._gen, self._protocol.call_url(), self._protocol.send(call), headers)
         self._acks.put(ack, self._past_stop_budget)
 
@@ -380,6 +467,10 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
 
     def _close_helpers(self, deadline: float) -> None:
         self._acks.close(send_pending=False, deadline=deadline)
+        try:
+            self._detector.close()
+        except Exception:
+            logger.warning("closing the Mesos master detector failed", exc_info=True)
 
     def _command(self, call: SchedulerCall) -> None:
         if self._protocol.state is SubscriptionState.CLOSED:
@@ -402,10 +493,7 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
 
     def _send(self, call: SchedulerCall) -> None:
         body = self._protocol.send(call)
-        headers = dict(JSON_HEADERS)
-        stream_id = self._protocol.stream_id
-        if stream_id is not None:
-            headers["Mesos-Stream-Id"] = stream_id
+        headers = self._call_headers()
         status = self._post(
             self._protocol.call_url(), body, headers, f"scheduler.{type(call).__name__}"
         )
@@ -433,10 +521,7 @@ class SchedulerDriver(SchedulerCalls, DriverBase):
 
     def _send_together(self, calls: list[SchedulerCall]) -> None:
         """POST *calls* pipelined on one connection, in order; one by one if that fails."""
-        headers = dict(JSON_HEADERS)
-        stream_id = self._protocol.stream_id
-        if stream_id is not None:
-            headers["Mesos-Stream-Id"] = stream_id
+        headers = self._call_headers()
         bodies = [self._protocol.send(call) for call in calls]
         url = self._protocol.call_url()
         try:

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_SUBSCRIBE_TIMEOUT",
     "SCHEDULER_PATH",
     "TRANSITIONS",
+    "AuthenticationRefused",
     "CallOutcome",
     "CallPolicy",
     "Input",
@@ -170,6 +171,10 @@ def classify_call_response(status: int) -> CallOutcome:
     return CallOutcome.REJECTED
 
 
+class AuthenticationRefused(LocalProtocolError):
+    """The master answered 401 or 403: missing or wrong credentials. Fatal, never retried."""
+
+
 def backoff_delay(attempt: int, *, initial: float, maximum: float) -> float:
     """Delay before re-subscription attempt *attempt* (1-based): doubling, capped at *maximum*.
 
@@ -242,7 +247,7 @@ class SchedulerProtocol:
     def __init__(
         self,
         framework_info: Mapping[str, Any],
-        master: str,
+        master: str = "",
         *,
         missed_heartbeats: float = DEFAULT_MISSED_HEARTBEATS,
         subscribe_timeout: float = DEFAULT_SUBSCRIBE_TIMEOUT,
@@ -256,7 +261,8 @@ class SchedulerProtocol:
         self._framework_id: FrameworkId | None = (
             None if given_id is None else FrameworkId(_id_of(given_id))
         )
-        self._home = normalize_master(master)
+        # No master yet when a detector (ZooKeeper) names it at each start_subscribe().
+        self._home = normalize_master(master) if master else ""
         self._master = self._home
         self._missed_heartbeats = missed_heartbeats
         self._subscribe_timeout = subscribe_timeout
@@ -335,13 +341,15 @@ class SchedulerProtocol:
         self._state = SubscriptionState.ERROR
         self._error = exc
 
-    def start_subscribe(self, now: float) -> SubscribeRequest:
-        """Begin a subscription attempt at the configured master.
+    def start_subscribe(self, now: float, master: str | None = None) -> SubscribeRequest:
+        """Begin a subscription attempt at *master* (default: the configured one).
 
-        Each attempt starts from the master we were given, not the last leader: after a
-        failover that master redirects us to whoever leads now.
+        Each attempt starts from the master the detector names, not the last leader: after a
+        failover a surviving master redirects us to whoever leads now.
         """
         self._transition(Input.START_SUBSCRIBE)
+        if master is not None:
+            self._home = normalize_master(master)
         self._master = self._home
         self._redirect_chain = [self._master]
         self._subscribe_started = now
@@ -412,6 +420,13 @@ class SchedulerProtocol:
         exc = LocalProtocolError(
             f"Mesos master {self._master} rejected SUBSCRIBE with {status}: {body!r}"
         )
+        if status in (401, 403):
+            exc = AuthenticationRefused(
+                f"Mesos master {self._master} refused the framework's credentials: {status} "
+                f"{body.strip()!r}; set the principal and secret the master knows with "
+                "--mesosPrincipal and --mesosSecretFile (TOIL_MESOS_PRINCIPAL, "
+                "TOIL_MESOS_SECRET_FILE)"
+            )
         self._fail(exc)
         raise exc
 

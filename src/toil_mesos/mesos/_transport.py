@@ -19,6 +19,7 @@ import contextlib
 import enum
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "ScriptedStream",
     "ScriptedTransport",
     "StreamResponse",
+    "TlsError",
     "Transport",
 ]
 
@@ -109,7 +111,27 @@ class Transport(Protocol):
 # httpx
 
 
+class TlsError(TransportError):
+    """The peer's TLS certificate could not be verified; retrying cannot help."""
+
+
+def _ssl_failure(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore's error, which wraps the ssl module's
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _map_httpx_error(exc: Exception, what: str) -> TransportError:
+    tls = _ssl_failure(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError) or (
+        tls is not None and "CERTIFICATE" in str(tls).upper()
+    ):
+        return TlsError(f"{what}: TLS certificate not trusted: {tls}")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return ConnectError(f"{what}: cannot connect: {exc}")
     if isinstance(exc, httpx.TimeoutException):
@@ -185,8 +207,12 @@ class HttpxTransport:
     here; the scheduler protocol follows them itself, bounded and loop-checked.
     """
 
-    def __init__(self, *, verify: bool | str = True) -> None:
-        self._client = httpx.Client(follow_redirects=False, trust_env=False, verify=verify)
+    def __init__(self, *, verify: bool | str = True, ca_cert: str | None = None) -> None:
+        # ca_cert: a PEM file of the CAs to trust for https:// masters instead of the system's.
+        trust: bool | str | ssl.SSLContext = verify
+        if ca_cert is not None:
+            trust = ssl.create_default_context(cafile=ca_cert)
+        self._client = httpx.Client(follow_redirects=False, trust_env=False, verify=trust)
         self._pipeline = PipelinedPoster()
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ import binascii
 import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,9 @@ _LOST = frozenset(
      "TASK_UNKNOWN"}
 )
 #: How long an idle framework asks the master not to re-offer a declined agent.
+#: How long after a re-subscription the launched tasks are reconciled (agents re-register with
+#: a new leading master within about a second: ha/ transcript).
+RECONCILE_AFTER_RESUBSCRIBE = 10.0
 _DECLINE_IDLE_SECONDS = 30.0
 _DECLINE_BUSY_SECONDS = 2.0
 
@@ -109,6 +113,7 @@ class DriverCallbacks(Scheduler):
         self.suppressed = False
         #: Set when the workflow must stop; Toil's calls raise it.
         self.fatal: BaseException | None = None
+        self._reconcile_timer: threading.Timer | None = None
 
     def registered(self, driver: Any, frameworkId: Any, masterInfo: Any) -> None:
         framework_id = str(frameworkId["value"])
@@ -119,7 +124,34 @@ class DriverCallbacks(Scheduler):
                     self._endpoint, framework_id)
 
     def reregistered(self, driver: Any, masterInfo: Any) -> None:
-        logger.info("re-registered with the Mesos master")
+        logger.info("re-registered with the Mesos master; reconciling running tasks in %.0f s",
+                    RECONCILE_AFTER_RESUBSCRIBE)
+        # A new leading master learns tasks from its agents as they re-register; asking about a
+        # task before its agent did would get TASK_LOST for a task that runs. So the explicit
+        # RECONCILE waits; it finds launches lost with the old master, and agents that never
+        # came back.
+        if self._reconcile_timer is not None:
+            self._reconcile_timer.cancel()
+        timer = threading.Timer(RECONCILE_AFTER_RESUBSCRIBE, self._reconcile_launched, (driver,))
+        timer.name = "toil-mesos-reconcile"
+        timer.daemon = True
+        self._reconcile_timer = timer
+        timer.start()
+
+    def _reconcile_launched(self, driver: Any) -> None:
+        with self._table.lock:
+            tasks = [
+                {"task_id": {"value": task_id}, "agent_id": {"value": job.agent_id}}
+                for task_id, job_id in self._table.tasks.items()
+                if (job := self._table.jobs.get(job_id)) is not None and job.agent_id
+            ]
+        if not tasks:
+            return
+        logger.info("reconciling %d launched tasks with the Mesos master", len(tasks))
+        try:
+            driver.reconcileTasks(tasks)
+        except MesosError as exc:  # the driver has ended meanwhile
+            logger.debug("no reconciliation: %s", exc)
 
     # ---- offers ----------------------------------------------------------------------------
 

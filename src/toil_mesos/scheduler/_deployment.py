@@ -126,7 +126,7 @@ class Deployer:
         if address:
             _, _, port = address.rpartition(":") if ":" in address else (address, "", "0")
             return "0.0.0.0", int(port or 0)
-        return _route_to(self._options.endpoint), 0
+        return _route_to(self._options.route_target), 0
 
     def _advertised_host(self, bound: str) -> str:
         address = self._options.bundle_address

@@ -13,6 +13,7 @@ does not zip the code into the job store again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -120,8 +121,12 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         }
         if self._options.framework_id:
             framework["id"] = {"value": self._options.framework_id}
+        if self._options.credentials is not None:
+            framework["principal"] = self._options.credentials.principal
         self._previous_sigterm = _end_on_sigterm()
-        factory = driver_factory or SchedulerDriver
+        factory = driver_factory or functools.partial(
+            SchedulerDriver, credentials=self._options.credentials, ca_cert=self._options.ca_cert
+        )
         if getattr(config, "restart", False):
             previous = self._record.read()
             if previous and previous != self._options.framework_id:

@@ -18,13 +18,16 @@ import getpass
 import os
 from argparse import ArgumentParser, _ArgumentGroup
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from toil_mesos.deploy.options import DEFAULT_MAX_BYTES, DeployOptions, NativePolicy
+from toil_mesos.errors import MesosError
+from toil_mesos.mesos import Credentials, MasterSpec, parse_master_spec
+from toil_mesos.mesos._master_spec import ZooKeeperMasters
 
-__all__ = ["MesosOptions", "add_options", "set_options"]
+__all__ = ["MesosOptions", "add_options", "read_credentials", "set_options"]
 
 DEFAULT_ENDPOINT = "localhost:5050"
 DEFAULT_EXECUTOR = "toil-mesos executor"
@@ -32,7 +35,19 @@ DEFAULT_EXECUTOR = "toil-mesos executor"
 #: (flags, dest, environment variable, kwargs): one table for the parser, setOptions and docs.
 _OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--mesosEndpoint", "--mesosMaster"), "mesos_endpoint", "TOIL_MESOS_ENDPOINT",
-     {"default": DEFAULT_ENDPOINT, "help": "the Mesos master, HOST:PORT"}),
+     {"default": DEFAULT_ENDPOINT,
+      "help": "the Mesos masters: HOST:PORT, http(s)://HOST:PORT, a comma-separated list of "
+              "those, or zk://[USER:PASS@]HOST:PORT[,HOST:PORT...]/PATH"}),
+    (("--mesosPrincipal",), "mesos_principal", "TOIL_MESOS_PRINCIPAL",
+     {"default": None,
+      "help": "the principal the framework authenticates as (HTTP Basic), for masters that "
+              "authenticate frameworks; also sets FrameworkInfo.principal"}),
+    (("--mesosSecretFile",), "mesos_secret_file", "TOIL_MESOS_SECRET_FILE",
+     {"default": None,
+      "help": "a file holding the principal's secret (the secret itself is never an option)"}),
+    (("--mesosCACert",), "mesos_ca_cert", "TOIL_MESOS_CA_CERT",
+     {"default": None,
+      "help": "a PEM file of the CAs to trust for https:// masters (default: the system's)"}),
     (("--mesosFrameworkId",), "mesos_framework_id", "TOIL_MESOS_FRAMEWORK_ID",
      {"default": None, "help": "re-use this Mesos framework id"}),
     (("--mesosRole",), "mesos_role", "TOIL_MESOS_ROLE",
@@ -101,6 +116,16 @@ class MesosOptions:
     bundle_address: str | None
     executor: str
     deploy: DeployOptions
+    masters: MasterSpec
+    credentials: Credentials | None = field(default=None, repr=False)
+    ca_cert: str | None = None
+
+    @property
+    def route_target(self) -> str:
+        """A ``HOST:PORT`` on the way to the masters, to find this leader's own address."""
+        if isinstance(self.masters, ZooKeeperMasters):
+            return self.masters.hosts.split(",")[0]
+        return self.masters.urls[0].split("://", 1)[1]
 
     @classmethod
     def from_config(cls, config: Any) -> MesosOptions:
@@ -108,8 +133,15 @@ class MesosOptions:
             value = getattr(config, name, None)
             return default if value is None else value
 
+        endpoint = str(get("mesos_endpoint", DEFAULT_ENDPOINT))
+        ca_cert = get("mesos_ca_cert")
+        if ca_cert is not None and not Path(ca_cert).is_file():
+            raise MesosError(f"--mesosCACert {ca_cert!r}: no such file (a PEM file of CAs)")
         return cls(
-            endpoint=str(get("mesos_endpoint", DEFAULT_ENDPOINT)),
+            endpoint=endpoint,
+            masters=parse_master_spec(endpoint),
+            credentials=read_credentials(get("mesos_principal"), get("mesos_secret_file")),
+            ca_cert=ca_cert,
             framework_id=get("mesos_framework_id"),
             role=get("mesos_role"),
             name=str(get("mesos_name", "toil")),
@@ -130,3 +162,33 @@ class MesosOptions:
                 },
             ),
         )
+
+
+def read_credentials(principal: str | None, secret_file: str | None) -> Credentials | None:
+    """The framework's credentials from ``--mesosPrincipal`` and ``--mesosSecretFile``.
+
+    The secret is the file's content less one trailing newline; it is never echoed, not even
+    in an error about the file.
+
+    :raises MesosError: if only one of the two is given, or the file cannot be used.
+    """
+    if principal is None and secret_file is None:
+        return None
+    if principal is None or secret_file is None:
+        raise MesosError(
+            "--mesosPrincipal and --mesosSecretFile (TOIL_MESOS_PRINCIPAL, "
+            "TOIL_MESOS_SECRET_FILE) go together: give both or neither"
+        )
+    try:
+        secret = Path(secret_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise MesosError(f"--mesosSecretFile {secret_file!r}: cannot read it ({reason})") from None
+    secret = secret[:-1] if secret.endswith("\n") else secret
+    secret = secret[:-1] if secret.endswith("\r") else secret
+    if not secret:
+        raise MesosError(f"--mesosSecretFile {secret_file!r} is empty")
+    try:
+        return Credentials(principal, secret)
+    except ValueError as exc:
+        raise MesosError(f"--mesosPrincipal: {exc}") from None
