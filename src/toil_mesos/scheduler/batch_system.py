@@ -14,9 +14,6 @@ leader, and fetched by each agent once per executor.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import math
 import os
@@ -52,6 +49,14 @@ from toil_mesos.mesos.driver import SchedulerDriver
 from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.node_report import NodeReport
 from toil_mesos.scheduler import options as mesos_options
+from toil_mesos.scheduler._agent_files import ExecutorDiagnostics, FailedExecutor
+from toil_mesos.scheduler._agent_health import (
+    MAX_START_FAILURES,
+    AgentHealth,
+    StartFailure,
+    all_set_aside_message,
+    offer_address,
+)
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._matching import (
     Capacity,
@@ -60,6 +65,7 @@ from toil_mesos.scheduler._matching import (
     offer_capacity,
     place_jobs,
 )
+from toil_mesos.scheduler._task_end import EXECUTOR_ENDED, exit_of, explain_end
 from toil_mesos.scheduler._tasks import executor_id_for, executor_info, task_info
 from toil_mesos.scheduler.bundle_server import BundleServer
 from toil_mesos.task_spec import TaskSpec
@@ -83,50 +89,12 @@ _TERMINAL = frozenset(
         "TASK_UNKNOWN",
     }
 )
-_LOST = frozenset(
-    {"TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE",
-     "TASK_UNKNOWN"}
-)
 #: How long an idle framework asks the master not to re-offer a declined agent.
 _DECLINE_IDLE_SECONDS = 30.0
 _DECLINE_BUSY_SECONDS = 2.0
 _KILL_WAIT_SECONDS = 60.0
-
-
-def exit_of(status: Mapping[str, Any]) -> tuple[int, BatchJobExitReason]:
-    """Toil's exit status and reason for a terminal TaskStatus.
-
-    The executor puts the worker's exact exit status in ``data``; anything the master or agent
-    decided (a lost agent, a dead executor, an invalid task) has no exit status.
-    """
-    state = str(status.get("state"))
-    reason = str(status.get("reason") or "")
-    if state == "TASK_FINISHED":
-        return 0, BatchJobExitReason.FINISHED
-    if state in _LOST or reason in ("REASON_EXECUTOR_TERMINATED", "REASON_AGENT_REMOVED",
-                                    "REASON_AGENT_RESTARTED"):
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST
-    if state == "TASK_KILLED":
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.KILLED
-    if state == "TASK_ERROR":
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.ERROR
-    exit_status = _reported_exit_status(status.get("data"))
-    if exit_status is None:
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.FAILED
-    if exit_status < 0:  # killed by a signal, as a shell reports it
-        exit_status = 128 - exit_status
-    return exit_status, BatchJobExitReason.FAILED
-
-
-def _reported_exit_status(data: Any) -> int | None:
-    if not data:
-        return None
-    try:
-        document = json.loads(base64.b64decode(str(data), validate=True))
-    except (binascii.Error, ValueError):
-        return None
-    value = document.get("exit_status") if isinstance(document, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+#: How long the leader waits for the agents' diagnoses before stopping a stranded workflow.
+_DIAGNOSIS_WAIT_SECONDS = 10.0
 
 
 @dataclass(slots=True)
@@ -199,6 +167,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         self._hostnames: dict[str, str] = {}
         self._ignored: set[str] = set()
         self._node_reports: dict[str, NodeReport] = {}
+        self._health = AgentHealth()
+        self._diagnostics = ExecutorDiagnostics(self._options.executor)
         #: Seconds from issueBatchJob to TASK_RUNNING, per job, summarised at shutdown.
         self._latencies: list[float] = []
         self._suppressed = False
@@ -340,6 +310,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             logger.warning("the Mesos driver ended with an error: %s", exc)
         finally:
             self._close_server()
+            self._diagnostics.close()
             _restore_sigterm(self._previous_sigterm)
 
     def _log_latencies(self) -> None:
@@ -483,18 +454,26 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             for offer in offers:
                 agent_id = str(offer["agent_id"]["value"])
                 self._hostnames[agent_id] = str(offer.get("hostname") or agent_id)
+                self._health.offered(agent_id, self._hostnames[agent_id], offer_address(offer))
                 if not any(j.agent_id == agent_id for j in self._jobs.values()):
                     self._agents[agent_id] = offer_capacity(offer)  # an idle agent: all of it
-                if self._hostnames[agent_id] in self._ignored:
+                if self._health.is_set_aside(agent_id):
+                    driver.declineOffer([offer["id"]], {"refuse_seconds": _DECLINE_IDLE_SECONDS})
+                elif self._hostnames[agent_id] in self._ignored:
                     driver.declineOffer([offer["id"]], {"refuse_seconds": _DECLINE_BUSY_SECONDS})
                 else:
                     usable.append(offer)
             queued = [self._jobs[i].request for i in self._queued]
             placement = place_jobs(usable, queued)
+            unused = list(placement.unused)
             for index, jobs in placement.launches.items():
-                self._launch(driver, usable[index], jobs)
+                jobs = self._within_allowance(usable[index], jobs)
+                if jobs:
+                    self._launch(driver, usable[index], jobs)
+                else:
+                    unused.append(index)
             idle = not self._queued
-            for index in placement.unused:
+            for index in unused:
                 driver.declineOffer(
                     [usable[index]["id"]],
                     {"refuse_seconds": _DECLINE_IDLE_SECONDS if idle else _DECLINE_BUSY_SECONDS},
@@ -522,7 +501,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         tasks = []
         for request in jobs:
             job = self._jobs[request.job_id]
-            task_id = f"toil-{self._run_id}-{job.job_id}"
+            attempt = self._health.attempt(job.job_id)
+            task_id = f"toil-{self._run_id}-{job.job_id}" + (f"-{attempt}" if attempt else "")
             spec = TaskSpec(
                 job_id=job.job_id,
                 command=job.command,
@@ -557,8 +537,14 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             if state == "TASK_RUNNING" and job.started is None:
                 job.started = time.monotonic()
                 self._latencies.append(job.started - job.issued)
+                self._health.started(str(job.agent_id))
             if state not in _TERMINAL:
                 return
+            if job.started is None and self._start_failed(job, status):
+                return  # it never ran: back in the queue, Toil is not charged a retry
+            if job.started is not None:
+                self._health.ended(str(job.agent_id),
+                                   executor_died=str(status.get("reason")) in EXECUTOR_ENDED)
             exit_status, reason = exit_of(status)
             message = str(status.get("message") or "")
             if self._is_fetch_failure(status):
@@ -577,7 +563,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                 return
             if reason is not BatchJobExitReason.FINISHED:
                 logger.warning("job %d (%s) ended as %s on %s: %s", job.job_id, job.name, state,
-                               job.hostname, message)
+                               job.hostname, explain_end(status))
             self._report(job, exit_status, reason, None)
 
     def _framework_message(self, agent_id: str, data: str) -> None:
@@ -593,9 +579,13 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         with self._lock:
             self._agents.pop(agent_id, None)
             self._node_reports.pop(agent_id, None)
+            label = self._health.label(agent_id)
+            if self._health.lost(agent_id):
+                logger.warning("agent %s, set aside, was lost: it is tried again if it comes "
+                               "back", label)
             for job in [j for j in self._jobs.values() if j.agent_id == agent_id]:
                 self._report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST,
-                             f"agent {agent_id} was lost")
+                             f"agent lost: {label} was lost")
 
     def _driver_error(self, message: str) -> None:
         with self._lock:
@@ -618,6 +608,64 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                                               exitReason=reason, wallTime=wall,
                                               backing_id=job.task_id))
 
+    def _within_allowance(self, offer: Any, jobs: Sequence[JobRequest]) -> Sequence[JobRequest]:
+        """The jobs an agent on probation may get now (one at a time after a failed start)."""
+        agent_id = str(offer["agent_id"]["value"])
+        in_flight = sum(1 for j in self._jobs.values() if j.agent_id == agent_id)
+        allowance = self._health.allowance(agent_id, in_flight)
+        return jobs if allowance is None else jobs[:allowance]
+
+    def _start_failed(self, job: _Job, status: Any) -> bool:
+        """A task that ended before it ran because its executor did not start or ended.
+
+        The agent's sandbox is read (off this thread) to say why, the failure counts against
+        the agent, and the job goes back to the queue: it never ran, so Toil is not charged a
+        retry. Returns False when this is not such an end, or the job went back too often.
+        """
+        reason = str(status.get("reason") or "")
+        launch_failed = (reason == "REASON_CONTAINER_LAUNCH_FAILED"
+                         and not self._is_fetch_failure(status))
+        if (reason not in EXECUTOR_ENDED and not launch_failed) or job.agent_id is None:
+            return False
+        agent_id = job.agent_id
+        executor = status.get("executor_id")
+        executor_id = (str(executor["value"]) if isinstance(executor, dict) and "value" in executor
+                       else executor_id_for(self._run_id, self._deployment.sha256
+                                            if self._deployment else None))
+        self._diagnostics.request(FailedExecutor(
+            agent_id=agent_id, hostname=job.hostname or agent_id,
+            address=self._health.address(agent_id), framework_id=self._framework_id or "",
+            executor_id=executor_id))
+        if self._health.start_failed(agent_id) is StartFailure.SET_ASIDE:
+            logger.error(
+                "agent %s is set aside: this workflow's executor failed to start there %d "
+                "times (%s); it gets no more tasks of this workflow unless it re-registers",
+                self._health.label(agent_id), MAX_START_FAILURES,
+                self._diagnostics.summary(agent_id) or "why is being read from its sandbox")
+            if self._health.all_set_aside():
+                self._updates.put_nowait(None)  # wake Toil's thread: _check_fatal stops it
+        if not self._health.may_requeue(job.job_id):
+            return False
+        if job.task_id is not None:
+            self._tasks.pop(job.task_id, None)
+        job.task_id = job.agent_id = job.hostname = None
+        self._queued.append(job.job_id)
+        if self._suppressed:
+            self._suppressed = False
+            self._driver.reviveOffers()
+        logger.info("job %d (%s) goes back to the queue: the executor on %s ended before it "
+                    "ran (%s)", job.job_id, job.name, self._health.label(agent_id),
+                    explain_end(status))
+        return True
+
+    def _stranded_error(self) -> MesosError:
+        """Every agent is set aside: the error that stops the workflow, with each one's reason."""
+        with self._lock:
+            agents = self._health.set_aside()
+            labels = {agent_id: self._health.label(agent_id) for agent_id in agents}
+        diagnoses = self._diagnostics.wait(agents, _DIAGNOSIS_WAIT_SECONDS)
+        return MesosError(all_set_aside_message(agents, diagnoses, labels))
+
     def _never_fits(self, job: JobRequest) -> str | None:
         if not self._agents or could_ever_fit(job, self._agents.values()):
             return None
@@ -631,6 +679,11 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
     def _check_fatal(self) -> None:
         with self._lock:
             fatal = self._fatal
+            stranded = fatal is None and self._health.all_set_aside()
+        if stranded:
+            stop = self._stranded_error()  # waits for the diagnoses, so not under the lock
+            with self._lock:
+                self._fatal = fatal = self._fatal or stop
         if fatal is not None:
             raise fatal
 
@@ -659,6 +712,11 @@ class _Callbacks(Scheduler):
 
     def agentLost(self, driver: Any, agentId: Any) -> None:
         self._batch_system._agent_lost(str(agentId["value"]))
+
+    def executorLost(self, driver: Any, executorId: Any, agentId: Any,
+                     status: int | None) -> None:
+        if agentId is not None:
+            self._batch_system._diagnostics.exited(str(agentId["value"]), status)
 
     def error(self, driver: Any, message: str) -> None:
         logger.error("Mesos error: %s", message)
