@@ -27,7 +27,7 @@ __all__ = [
     "decode_wait_status",
     "parse_files_read",
     "sandbox_from_state",
-    "stderr_virtual_path",
+    "sandbox_virtual_path",
     "tail_window",
     "unreadable",
 ]
@@ -67,21 +67,24 @@ class Diagnosis:
     #: Lines of the executor's ``stderr`` that show the cause (may be empty).
     quote: tuple[str, ...]
     hint: str
+    #: The sandbox file quoted: ``stderr``, or ``stdout`` when stderr was empty.
+    source: str = "stderr"
 
     def describe(self) -> str:
         """The summary, the quoted lines (indented, one per line) and the hint."""
         quoted = "".join(f"\n    {line}" for line in self.quote)
-        lead = f"{self.summary}; its stderr ends with:{quoted}\n" if quoted else f"{self.summary}; "
+        lead = (f"{self.summary}; its {self.source} ends with:{quoted}\n" if quoted
+                else f"{self.summary}; ")
         return lead + self.hint
 
 
-def stderr_virtual_path(framework_id: str, executor_id: str) -> str:
-    """The ``/files`` virtual path of the executor's latest run's ``stderr``.
+def sandbox_virtual_path(framework_id: str, executor_id: str, name: str = "stderr") -> str:
+    """The ``/files`` virtual path of a file in the executor's latest run's sandbox.
 
-    >>> stderr_virtual_path("F-0001", "toil-ab")
+    >>> sandbox_virtual_path("F-0001", "toil-ab")
     '/frameworks/F-0001/executors/toil-ab/runs/latest/stderr'
     """
-    return f"/frameworks/{framework_id}/executors/{executor_id}/runs/latest/stderr"
+    return f"/frameworks/{framework_id}/executors/{executor_id}/runs/latest/{name}"
 
 
 def tail_window(size: int, max_bytes: int = TAIL_BYTES) -> tuple[int, int]:
@@ -172,6 +175,7 @@ def classify(
     executor_command: str,
     exit_code: int | None = None,
     signal_number: int | None = None,
+    source: str = "stderr",
 ) -> Diagnosis:
     """Turn the end of an executor's ``stderr`` (and its exit, when known) into a diagnosis.
 
@@ -198,10 +202,11 @@ def classify(
             hint = ("the executor failed with the Python error quoted; check that toil-mesos and "
                     "Toil on the agents are the leader's versions")
         return Diagnosis(cause=Cause.PYTHON_ERROR, summary=f"a Python error{status}",
-                         quote=quote, hint=hint)
+                         quote=quote, hint=hint, source=source)
     not_found = [line for line in lines if _NOT_FOUND.search(line)]
     if not_found or exit_code == 127:
         return Diagnosis(
+            source=source,
             cause=Cause.COMMAND_NOT_FOUND,
             summary=f"command not found{status}",
             quote=tuple(not_found[-3:]),
@@ -211,6 +216,7 @@ def classify(
     denied = [line for line in lines if _PERMISSION.search(line)]
     if denied or exit_code == 126:
         return Diagnosis(
+            source=source,
             cause=Cause.PERMISSION_DENIED,
             summary=f"permission denied{status}",
             quote=tuple(denied[-3:]),
@@ -219,14 +225,17 @@ def classify(
         )
     if lines:
         return Diagnosis(
+            source=source,
             cause=Cause.EXITED,
             summary=f"the executor ended before running its task{status}",
             quote=tuple(lines[-5:]),
             hint=f"its stderr (quoted) says why; fix that on the agents, or {option}",
         )
     return Diagnosis(
+        source=source,
         cause=Cause.NO_OUTPUT,
-        summary=f"the executor ended before running its task{status}, writing nothing to stderr",
+        summary=(f"the executor ended before running its task{status}, writing nothing to "
+                 "stderr or stdout"),
         quote=(),
         hint=f"look at the agent's own log on that host; check the executor command, or {option}",
     )

@@ -26,12 +26,17 @@ from toil_mesos.scheduler._agent_diagnosis import (
     decode_wait_status,
     parse_files_read,
     sandbox_from_state,
-    stderr_virtual_path,
+    sandbox_virtual_path,
     tail_window,
     unreadable,
 )
 
-__all__ = ["ExecutorDiagnostics", "FailedExecutor", "FilesUnreadable", "read_stderr_tail"]
+__all__ = [
+    "ExecutorDiagnostics",
+    "FailedExecutor",
+    "FilesUnreadable",
+    "read_sandbox_tail",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +71,7 @@ class FailedExecutor:
         return f"{self.hostname} ({where}agent {self.agent_id})"
 
 
-def read_stderr_tail(
+def read_sandbox_tail(
     address: str,
     *,
     agent_id: str,
@@ -75,22 +80,34 @@ def read_stderr_tail(
     max_bytes: int = TAIL_BYTES,
     timeout: float = REQUEST_TIMEOUT,
     transport: httpx.BaseTransport | None = None,
-) -> str:
-    """The last ``max_bytes`` of the executor's latest ``stderr``, a partial first line dropped.
+) -> tuple[str, str]:
+    """``(file name, text)``: the last ``max_bytes`` of the executor's latest ``stderr``, or of
+    its ``stdout`` when stderr is empty (a wrapper script may say why there), a partial first
+    line dropped.
 
     :raises FilesUnreadable: the agent could not be asked or did not give the file; the
         sandbox's path is looked up in the agent's ``/state`` when that answers.
     """
-    path = stderr_virtual_path(framework_id, executor_id)
     with httpx.Client(base_url=f"http://{address}", timeout=timeout, transport=transport,
                       headers={"Accept": "application/json"}) as client:
         try:
-            _, size = _read(client, path, offset=-1, length=None)
-            offset, length = tail_window(size, max_bytes)
-            data, _ = _read(client, path, offset=offset, length=length) if length else ("", 0)
+            text = _tail(client, sandbox_virtual_path(framework_id, executor_id), max_bytes)
+            if text.strip():
+                return "stderr", text
+            text = _tail(client, sandbox_virtual_path(framework_id, executor_id, "stdout"),
+                         max_bytes)
+            return ("stdout", text) if text.strip() else ("stderr", "")
         except FilesUnreadable as exc:
             raise FilesUnreadable(exc.reason, _sandbox(client, agent_id, framework_id,
                                                        executor_id)) from None
+
+
+def _tail(client: httpx.Client, path: str, max_bytes: int) -> str:
+    _, size = _read(client, path, offset=-1, length=None)
+    offset, length = tail_window(size, max_bytes)
+    if not length:
+        return ""
+    data, _ = _read(client, path, offset=offset, length=length)
     if offset > 0 and "\n" in data:
         data = data.split("\n", 1)[1]
     return data
@@ -127,7 +144,7 @@ def _sandbox(client: httpx.Client, agent_id: str, framework_id: str,
                               executor_id=executor_id)
 
 
-Reader = Callable[..., str]
+Reader = Callable[..., tuple[str, str]]
 
 
 class ExecutorDiagnostics:
@@ -138,7 +155,7 @@ class ExecutorDiagnostics:
     classifies, logs, and keeps the diagnosis for :meth:`summary` and :meth:`wait`.
     """
 
-    def __init__(self, executor_command: str, *, reader: Reader = read_stderr_tail) -> None:
+    def __init__(self, executor_command: str, *, reader: Reader = read_sandbox_tail) -> None:
         self._executor_command = executor_command
         self._reader = reader
         self._lock = threading.Condition()
@@ -166,6 +183,12 @@ class ExecutorDiagnostics:
                                                 daemon=True)
                 self._thread.start()
         self._inbox.put(failed)
+
+    def pending(self, agent_id: str) -> bool:
+        """Whether the agent's failure is being read: its next executor run would replace the
+        ``runs/latest`` the read asks for, so no task goes there meanwhile."""
+        with self._lock:
+            return agent_id in self._requested and agent_id not in self._diagnoses
 
     def summary(self, agent_id: str) -> str | None:
         """A few words on why the agent's executor failed, once known."""
@@ -219,8 +242,9 @@ class ExecutorDiagnostics:
                               executor_command=self._executor_command, exit_code=code,
                               signal_number=signal_number)
         try:
-            tail = self._reader(failed.address, agent_id=failed.agent_id,
-                                framework_id=failed.framework_id, executor_id=failed.executor_id)
+            source, tail = self._reader(failed.address, agent_id=failed.agent_id,
+                                        framework_id=failed.framework_id,
+                                        executor_id=failed.executor_id)
         except FilesUnreadable as exc:
             code, signal_number = exit_status()
             return unreadable(exc.reason, exc.sandbox, host=failed.hostname,
@@ -228,5 +252,5 @@ class ExecutorDiagnostics:
                               signal_number=signal_number)
         code, signal_number = exit_status()
         return classify(tail, executor_command=self._executor_command, exit_code=code,
-                        signal_number=signal_number)
+                        signal_number=signal_number, source=source)
 

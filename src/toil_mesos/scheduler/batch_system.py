@@ -609,8 +609,11 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                                               backing_id=job.task_id))
 
     def _within_allowance(self, offer: Any, jobs: Sequence[JobRequest]) -> Sequence[JobRequest]:
-        """The jobs an agent on probation may get now (one at a time after a failed start)."""
+        """The jobs an agent on probation may get now (one at a time after a failed start, none
+        while the failure is read from its sandbox)."""
         agent_id = str(offer["agent_id"]["value"])
+        if self._diagnostics.pending(agent_id):
+            return ()
         in_flight = sum(1 for j in self._jobs.values() if j.agent_id == agent_id)
         allowance = self._health.allowance(agent_id, in_flight)
         return jobs if allowance is None else jobs[:allowance]
