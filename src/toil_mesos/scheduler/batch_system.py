@@ -635,11 +635,13 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         executor_id = (str(executor["value"]) if isinstance(executor, dict) and "value" in executor
                        else executor_id_for(self._run_id, self._deployment.sha256
                                             if self._deployment else None))
-        self._diagnostics.request(FailedExecutor(
-            agent_id=agent_id, hostname=job.hostname or agent_id,
-            address=self._health.address(agent_id), framework_id=self._framework_id or "",
-            executor_id=executor_id))
-        if self._health.start_failed(agent_id) is StartFailure.SET_ASIDE:
+        outcome = self._health.start_failed(agent_id)
+        if outcome in (StartFailure.COUNTED, StartFailure.SET_ASIDE):  # not a crash: explain it
+            self._diagnostics.request(FailedExecutor(
+                agent_id=agent_id, hostname=job.hostname or agent_id,
+                address=self._health.address(agent_id), framework_id=self._framework_id or "",
+                executor_id=executor_id))
+        if outcome is StartFailure.SET_ASIDE:
             logger.error(
                 "agent %s is set aside: this workflow's executor failed to start there %d "
                 "times (%s); it gets no more tasks of this workflow unless it re-registers",

@@ -298,6 +298,7 @@ def test_a_crash_under_running_jobs_loses_them_but_sets_nothing_aside(system):
     assert system.getUpdatedBatchJob(maxWait=0) is None  # the waiting one went back
     assert not system._health.is_set_aside("a1")
     assert system._health.allowance("a1", in_flight=0) is None
+    assert system._diagnostics.wait(["a1"], timeout=1) == {}  # a crash is not a failed start
 
 
 def test_a_lost_agent_says_agent_lost(system, caplog):
