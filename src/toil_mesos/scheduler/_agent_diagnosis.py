@@ -44,6 +44,8 @@ _NOT_FOUND = re.compile(
 _PERMISSION = re.compile(r"Permission denied\s*$")
 _TRACEBACK = "Traceback (most recent call last):"
 _MISSING_MODULE = re.compile(r"^ModuleNotFoundError: No module named '([^']+)'")
+#: A line the agent's fetcher or containerizer logged into the sandbox (glog's format).
+_AGENT_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\] ")
 
 
 class Cause(enum.Enum):
@@ -181,9 +183,11 @@ def classify(
 
     A Python traceback wins over everything (the executor started and failed in Python); then
     a shell's "not found" or exit status 127; then "Permission denied" or 126; otherwise the
-    last lines are quoted as they are.
+    last lines are quoted as they are, after the lines the agent itself logged there (the
+    fetcher's), unless there is nothing else.
     """
     lines = [line.rstrip() for line in tail.splitlines() if line.strip()]
+    lines = [line for line in lines if not _AGENT_LOG.match(line)] or lines
     status = _status_words(exit_code, signal_number)
     option = (f"set {_EXECUTOR_OPTION} to the command that starts it there "
               f"(now: {executor_command!r})")

@@ -659,8 +659,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             self._suppressed = False
             self._driver.reviveOffers()
         logger.info("job %d (%s) goes back to the queue: the executor on %s ended before it "
-                    "ran (%s)", job.job_id, job.name, self._health.label(agent_id),
-                    explain_end(status))
+                    "ran (%s: %s)", job.job_id, job.name, self._health.label(agent_id),
+                    reason, status.get("message") or "no message")
         return True
 
     def _stranded_error(self) -> MesosError:

@@ -300,3 +300,11 @@ def test_wait_gives_up_on_time_with_what_it_has():
         blocked.set()
         diagnostics.close()
 
+
+
+def test_the_agents_own_fetcher_lines_are_not_quoted_when_the_executor_said_something():
+    tail = ("I1204 18:27:36.272685  2759 fetcher.cpp:623] Successfully fetched all URIs into '/s'\n"
+            "wrapper: no scratch\n")
+    assert classify(tail, executor_command=COMMAND, exit_code=3).quote == ("wrapper: no scratch",)
+    only_agent = "E1204 18:27:36.272685  2759 fetcher.cpp:99] Failed to fetch 'http://x'\n"
+    assert classify(only_agent, executor_command=COMMAND).quote == (only_agent.strip(),)
