@@ -44,8 +44,10 @@ logger = logging.getLogger(__name__)
 
 #: Start failures in a row after which an agent is set aside.
 MAX_START_FAILURES = 2
-#: How often one job is put back in the queue after failed starts before Toil is told.
-MAX_REQUEUES_PER_JOB = 4
+#: How often one job may go back to the queue after failed starts, beyond the start failures
+#: every known agent can have before it is set aside; then Toil is told (a loop breaker, for
+#: agents that keep re-registering).
+EXTRA_REQUEUES_PER_JOB = 2
 #: Seconds after a running task's executor died during which start failures are that crash.
 CRASH_WINDOW_SECONDS = 10.0
 
@@ -173,10 +175,14 @@ class AgentHealth:
     # ---- jobs put back in the queue ----
 
     def may_requeue(self, job_id: int) -> bool:
-        """Whether a job whose start failed may go back to the queue once more."""
+        """Whether a job whose start failed may go back to the queue once more.
+
+        Enough times for every known agent to be tried until set aside, so that a cluster of
+        broken agents stops the workflow with their reasons before Toil charges the job.
+        """
         count = self._requeues.get(job_id, 0) + 1
         self._requeues[job_id] = count
-        return count <= MAX_REQUEUES_PER_JOB
+        return count <= self._max * len(self._agents) + EXTRA_REQUEUES_PER_JOB
 
     def attempt(self, job_id: int) -> int:
         """How often the job went back to the queue: its tasks' ids differ by it."""

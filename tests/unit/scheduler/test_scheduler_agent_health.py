@@ -22,7 +22,8 @@ from toil_mesos.errors import MesosError
 from toil_mesos.scheduler._agent_diagnosis import classify
 from toil_mesos.scheduler._agent_health import (
     CRASH_WINDOW_SECONDS,
-    MAX_REQUEUES_PER_JOB,
+    EXTRA_REQUEUES_PER_JOB,
+    MAX_START_FAILURES,
     AgentHealth,
     StartFailure,
     all_set_aside_message,
@@ -113,11 +114,11 @@ def test_a_lost_agent_is_forgotten_and_fresh_when_it_offers_again():
     assert not health.is_set_aside("S0") and health.allowance("S0", in_flight=0) is None
 
 
-def test_a_job_goes_back_to_the_queue_a_bounded_number_of_times():
-    health, _ = health_with("S0")
-    assert [health.may_requeue(7) for _ in range(MAX_REQUEUES_PER_JOB + 1)] == (
-        [True] * MAX_REQUEUES_PER_JOB + [False])
-    assert health.attempt(7) == MAX_REQUEUES_PER_JOB + 1 and health.attempt(8) == 0
+def test_a_job_goes_back_to_the_queue_until_every_agent_could_be_set_aside_and_no_more():
+    health, _ = health_with("S0", "S1", "S2")
+    bound = MAX_START_FAILURES * 3 + EXTRA_REQUEUES_PER_JOB
+    assert [health.may_requeue(7) for _ in range(bound + 1)] == [True] * bound + [False]
+    assert health.attempt(7) == bound + 1 and health.attempt(8) == 0
 
 
 def test_the_stop_message_names_each_agent_and_its_reason():
@@ -267,18 +268,23 @@ def test_an_agent_on_probation_gets_one_task_and_then_is_set_aside(system, caplo
 
 def test_every_agent_set_aside_stops_the_workflow_with_each_reason(system):
     driver = driver_of(system)
+    # Every agent is known from its offers (declined: nothing to run yet) before any fails.
+    driver.scheduler.resourceOffers(driver, [offer(a, offer_id=f"{a}-idle") for a in
+                                             ("a1", "a2", "a3")])
     system.issueBatchJob("true", job())
-    for agent in ("a1", "a2"):
+    for agent in ("a1", "a2", "a3"):
         for attempt in range(2):
             offer_again(system, driver, agent, attempt)
             task = driver.launched()[-1]
             assert task["agent_id"] == {"value": agent}
             driver.scheduler.statusUpdate(driver, executor_failed(task))
-    assert len(driver.launched()) == 4
+            if agent != "a3" or attempt == 0:
+                assert system.getUpdatedBatchJob(maxWait=0) is None  # never reaches Toil
+    assert len(driver.launched()) == 6
     with pytest.raises(MesosError, match="no agent of this cluster can start") as caught:
         system.getUpdatedBatchJob(maxWait=1)
     message = str(caught.value)
-    assert "host-a1" in message and "host-a2" in message
+    assert all(f"host-{agent}" in message for agent in ("a1", "a2", "a3"))
     assert "no offer gave the agent's address" in message  # these offers carry no url
     with pytest.raises(MesosError):
         system.issueBatchJob("true", job())
