@@ -34,7 +34,7 @@ from toil_mesos.scheduler._placement import warm_first
 from toil_mesos.scheduler._task_end import EXECUTOR_ENDED, exit_of, explain_end
 from toil_mesos.scheduler._tasks import TaskBuilder
 
-__all__ = ["DriverCallbacks", "exit_of"]
+__all__ = ["DriverCallbacks"]
 
 logger = logging.getLogger(__name__)
 
