@@ -227,6 +227,8 @@ def placement_round(queue_length: int, offers: int, cpus: float = 16.0,
                     mem: float = 65536.0) -> float:
     """Seconds for one offer callback of *offers* offers of *cpus* and *mem* MiB each, with
     *queue_length* one-core jobs queued."""
+    from toil_mesos.scheduler._agent_files import ExecutorDiagnostics
+    from toil_mesos.scheduler._agent_health import AgentHealth
     from toil_mesos.scheduler._callbacks import DriverCallbacks
     from toil_mesos.scheduler._deployment import Deployer
     from toil_mesos.scheduler._job_table import Job, JobTable
@@ -241,7 +243,9 @@ def placement_round(queue_length: int, offers: int, cpus: float = 16.0,
     deployer.deployment = None
     tasks = TaskBuilder(run_id="bench", executor_command=["toil-mesos", "executor"],
                         cleanup={}, appliance=None)
-    callbacks = DriverCallbacks(table, deployer, tasks, framework_id="fw", endpoint="x",
+    diagnostics = ExecutorDiagnostics("toil-mesos executor")
+    callbacks = DriverCallbacks(table, deployer, tasks, health=AgentHealth(),
+                                diagnostics=diagnostics, framework_id="fw", endpoint="x",
                                 on_registered=lambda _: None)
     if cpus < 1:  # memory-only offers come from busy agents, whose whole size is known
         for i in range(offers):
@@ -258,7 +262,9 @@ def placement_round(queue_length: int, offers: int, cpus: float = 16.0,
              for i in range(offers)]
     started = time.perf_counter()
     callbacks.resourceOffers(NullDriver(), batch)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    diagnostics.close()
+    return elapsed
 
 
 def big_agent(tasks: int, work: Path) -> dict[str, Any]:

@@ -90,31 +90,39 @@ class SizeBudget:
         self.max_bytes = max_bytes
         self.total = 0
         self._hint = hint
-        self._seen: list[tuple[int, Path]] = []
+        #: (size, where the file is in its root's tree, the root) of every file counted.
+        self._seen: list[tuple[int, Path, Path]] = []
 
     @property
     def files(self) -> int:
         return len(self._seen)
 
-    def add(self, entry: FileEntry) -> None:
-        """Count *entry*; raise as soon as the total crosses the limit.
+    def add(self, entry: FileEntry, *, root: Path, path: Path | None = None) -> None:
+        """Count *entry*, found at *path* (default: its source) under *root*; raise as soon as
+        the total crosses the limit.
 
         :raises BundleError: the limit is crossed; the message lists the largest entries seen.
         """
         self.total += entry.size
-        self._seen.append((entry.size, entry.source))
+        self._seen.append((entry.size, path or entry.source, root))
         if self.total > self.max_bytes:
             raise BundleError(self._message())
 
     def _message(self) -> str:
-        # Only now, on the error path, are directory totals worth computing.
+        # Only now, on the error path, are directory totals worth computing: each directory
+        # inside a root counts every file below it, at any depth, so the sizes add up; the
+        # roots themselves and anything above them are not entries of the code.
         directories: defaultdict[str, int] = defaultdict(int)
-        for size, path in self._seen:
-            for parent in list(path.parents)[:3]:
+        for size, path, root in self._seen:
+            if root not in path.parents:
+                continue
+            for parent in path.parents:
+                if parent == root:
+                    break
                 directories[f"{parent}/"] += size
         biggest = heapq.nlargest(
             _LARGEST,
-            [(size, str(path)) for size, path in self._seen]
+            [(size, str(path)) for size, path, _ in self._seen]
             + [(size, path) for path, size in directories.items()],
         )
         lines = "\n".join(f"  {human_size(size):>10}  {path}" for size, path in biggest)
@@ -140,7 +148,7 @@ def walk_mount(
     source = Path(os.path.realpath(mount.source))
     if source.is_file():
         entry = _file_entry(base, source, source)
-        budget.add(entry)
+        budget.add(entry, root=source)
         yield entry
         return
     ignores = _ancestor_gitignores(source) if rules.use_gitignore else []
@@ -203,7 +211,7 @@ class _Walker:
                     )
                 entry = _file_entry(f"{self.base}/{child_rel}" if self.base else child_rel,
                                     path, real, st)
-                self.budget.add(entry)
+                self.budget.add(entry, root=self.root, path=path)
                 yield entry
             else:
                 self.skipped.append(Skipped(str(path), "not a regular file (socket, FIFO, device)"))

@@ -7,13 +7,10 @@ Offers not used in a round are declined together, in one DECLINE per filter.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from toil.batchSystems.abstractBatchSystem import (
@@ -24,13 +21,21 @@ from toil.batchSystems.abstractBatchSystem import (
 from toil_mesos.errors import MesosError
 from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.node_report import NodeReport
+from toil_mesos.scheduler._agent_files import ExecutorDiagnostics, FailedExecutor
+from toil_mesos.scheduler._agent_health import (
+    MAX_START_FAILURES,
+    AgentHealth,
+    StartFailure,
+    offer_address,
+)
 from toil_mesos.scheduler._deployment import NOTHING_SHIPS, Deployer
-from toil_mesos.scheduler._job_table import JobTable
+from toil_mesos.scheduler._job_table import Job, JobTable
 from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
 from toil_mesos.scheduler._placement import warm_first
+from toil_mesos.scheduler._task_end import EXECUTOR_ENDED, exit_of, explain_end
 from toil_mesos.scheduler._tasks import TaskBuilder
 
-__all__ = ["DriverCallbacks", "exit_of"]
+__all__ = ["DriverCallbacks"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,61 +54,24 @@ TERMINAL = frozenset(
         "TASK_UNKNOWN",
     }
 )
-_LOST = frozenset(
-    {"TASK_LOST", "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE",
-     "TASK_UNKNOWN"}
-)
-#: How long an idle framework asks the master not to re-offer a declined agent.
 #: How long after a re-subscription the launched tasks are reconciled (agents re-register with
 #: a new leading master within about a second: ha/ transcript).
 RECONCILE_AFTER_RESUBSCRIBE = 10.0
+#: How long an idle framework asks the master not to re-offer a declined agent.
 _DECLINE_IDLE_SECONDS = 30.0
 _DECLINE_BUSY_SECONDS = 2.0
-
-
-def exit_of(status: Mapping[str, Any]) -> tuple[int, BatchJobExitReason]:
-    """Toil's exit status and reason for a terminal TaskStatus.
-
-    The executor puts the worker's exact exit status in ``data``; anything the master or agent
-    decided (a lost agent, a dead executor, an invalid task) has no exit status.
-    """
-    state = str(status.get("state"))
-    reason = str(status.get("reason") or "")
-    if state == "TASK_FINISHED":
-        return 0, BatchJobExitReason.FINISHED
-    if state in _LOST or reason in ("REASON_EXECUTOR_TERMINATED", "REASON_AGENT_REMOVED",
-                                    "REASON_AGENT_RESTARTED"):
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST
-    if state == "TASK_KILLED":
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.KILLED
-    if state == "TASK_ERROR":
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.ERROR
-    exit_status = _reported_exit_status(status.get("data"))
-    if exit_status is None:
-        return EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.FAILED
-    if exit_status < 0:  # killed by a signal, as a shell reports it
-        exit_status = 128 - exit_status
-    return exit_status, BatchJobExitReason.FAILED
-
-
-def _reported_exit_status(data: Any) -> int | None:
-    if not data:
-        return None
-    try:
-        document = json.loads(base64.b64decode(str(data), validate=True))
-    except (binascii.Error, ValueError):
-        return None
-    value = document.get("exit_status") if isinstance(document, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class DriverCallbacks(Scheduler):
     """What the batch system does when the master speaks (the driver's thread)."""
 
     def __init__(self, table: JobTable, deployer: Deployer, tasks: TaskBuilder, *,
+                 health: AgentHealth, diagnostics: ExecutorDiagnostics,
                  framework_id: str | None, endpoint: str,
                  on_registered: Callable[[str], None]) -> None:
         self._table = table
+        self._health = health
+        self._diagnostics = diagnostics
         self._deployer = deployer
         self._tasks = tasks
         self._endpoint = endpoint
@@ -158,14 +126,15 @@ class DriverCallbacks(Scheduler):
     def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
         table = self._table
         with table.lock:
-            capacities, set_aside = self._usable_offers(offers)
+            capacities, set_aside, broken = self._usable_offers(offers)
             deployment = self._deployer.deployment or NOTHING_SHIPS
             pairs = warm_first(list(capacities.values()), table.warm_agents(deployment.sha256))
             launches = table.queue.place([capacity for _, capacity in pairs])
             for index, jobs in launches.items():
-                self._launch(driver, pairs[index][0], jobs)
+                self._launch(driver, pairs[index][0], self._within_allowance(pairs[index][0], jobs))
             refuse = _DECLINE_BUSY_SECONDS if len(table.queue) else _DECLINE_IDLE_SECONDS
             unused = [o["id"] for i, (o, _) in enumerate(pairs) if i not in launches]
+            self._decline(driver, broken, _DECLINE_IDLE_SECONDS)
             self._decline(driver, set_aside, _DECLINE_BUSY_SECONDS)
             self._decline(driver, unused, refuse)
             for request in table.queue.take_never_fitting():
@@ -177,29 +146,50 @@ class DriverCallbacks(Scheduler):
 
     def _usable_offers(
         self, offers: list[Any]
-    ) -> tuple[dict[int, tuple[Any, Capacity]], list[Any]]:
-        """Note what each offer says about its agent; split off offers of ignored hosts.
+    ) -> tuple[dict[int, tuple[Any, Capacity]], list[Any], list[Any]]:
+        """Note what each offer says about its agent; split off offers of ignored hosts, of
+        agents on probation that may get nothing now, and of agents set aside.
 
         Returns the usable offers with their capacities (by ``id()`` of the offer, in order),
-        and the ids of the offers set aside.
+        the ids of the offers held back for now, and those of the agents set aside.
         """
         table = self._table
         usable: dict[int, tuple[Any, Capacity]] = {}
         set_aside: list[Any] = []
+        broken: list[Any] = []
         changed = False
         for offer in offers:
             agent_id = str(offer["agent_id"]["value"])
             hostname = table.hostnames[agent_id] = str(offer.get("hostname") or agent_id)
+            self._health.offered(agent_id, hostname, offer_address(offer))
             capacity = offer_capacity(offer)
             if table.is_idle(agent_id):  # an idle agent offers all of itself
                 changed |= table.note_capacity(agent_id, dataclasses.replace(capacity))
-            if hostname in table.ignored:
+            if self._health.is_set_aside(agent_id):
+                broken.append(offer["id"])
+            elif hostname in table.ignored or self._allowance(agent_id) == 0:
                 set_aside.append(offer["id"])
             else:
                 usable[id(offer)] = (offer, capacity)
         if changed:
             table.queue.set_agents(table.agents.values())
-        return usable, set_aside
+        return usable, set_aside, broken
+
+    def _allowance(self, agent_id: str) -> int | None:
+        """How many more tasks an agent may get now: after a failed start one at a time, and
+        none while that failure is read from its sandbox (None: no limit)."""
+        if self._diagnostics.pending(agent_id):
+            return 0
+        return self._health.allowance(agent_id, len(self._table.on_agent.get(agent_id, ())))
+
+    def _within_allowance(self, offer: Any, jobs: list[JobRequest]) -> list[JobRequest]:
+        """The placed jobs an agent on probation may get; the rest go back to the queue."""
+        allowance = self._allowance(str(offer["agent_id"]["value"]))
+        if allowance is None or allowance >= len(jobs):
+            return jobs
+        for request in jobs[allowance:]:
+            self._table.queue.add(request)
+        return jobs[:allowance]
 
     @staticmethod
     def _decline(driver: Any, offer_ids: list[Any], refuse_seconds: float) -> None:
@@ -219,7 +209,8 @@ class DriverCallbacks(Scheduler):
             job = table.jobs[request.job_id]
             entries.append((request, job.name, job.command, job.environment))
         tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
-                                  bundle_sha256=deployment.sha256)
+                                  bundle_sha256=deployment.sha256,
+                                  attempt_of=self._health.attempt)
         for request, task in zip(jobs, tasks, strict=True):
             table.launched(table.jobs[request.job_id], task["task_id"]["value"], agent_id,
                            hostname)
@@ -239,10 +230,16 @@ class DriverCallbacks(Scheduler):
             job = table.job_of_task(task_id)
             if job is None:
                 return
-            if state == "TASK_RUNNING":
+            if state == "TASK_RUNNING" and job.started is None:
                 table.mark_running(job)
+                self._health.started(str(job.agent_id))
             if state not in TERMINAL:
                 return
+            if job.started is None and self._start_failed(driver, job, update):
+                return  # it never ran: back in the queue, Toil is not charged a retry
+            if job.started is not None:
+                self._health.ended(str(job.agent_id),
+                                   executor_died=str(update.get("reason")) in EXECUTOR_ENDED)
             exit_status, reason = exit_of(update)
             message = str(update.get("message") or "")
             if _is_fetch_failure(update):
@@ -251,7 +248,7 @@ class DriverCallbacks(Scheduler):
                 return
             if reason is not BatchJobExitReason.FINISHED:
                 logger.warning("job %d (%s) ended as %s on %s: %s", job.job_id, job.name, state,
-                               job.hostname, message)
+                               job.hostname, explain_end(update))
             table.report(job, exit_status, reason, None)
 
     def frameworkMessage(self, driver: Any, executorId: Any, agentId: Any, message: str) -> None:
@@ -264,19 +261,69 @@ class DriverCallbacks(Scheduler):
             self._table.node_reports[agent_id] = report
             self._table.hostnames.setdefault(agent_id, report.hostname)
 
-    def executorLost(self, driver: Any, executorId: Any, agentId: Any, status: Any) -> None:
+    def executorLost(self, driver: Any, executorId: Any, agentId: Any,
+                     status: int | None) -> None:
         if agentId is not None:
+            agent_id = str(agentId["value"])
             with self._table.lock:
-                self._table.executor_agents.discard(str(agentId["value"]))
+                self._table.executor_agents.discard(agent_id)
+            self._diagnostics.exited(agent_id, status)
 
     def agentLost(self, driver: Any, agentId: Any) -> None:
         agent_id = str(agentId["value"])
         table = self._table
         with table.lock:
+            label = self._health.label(agent_id)
+            if self._health.lost(agent_id):
+                logger.warning("agent %s, set aside, was lost: it is tried again if it comes "
+                               "back", label)
             for job in table.jobs_on(agent_id):
                 table.report(job, EXIT_STATUS_UNAVAILABLE_VALUE, BatchJobExitReason.LOST,
-                             f"agent {agent_id} was lost")
+                             f"agent lost: {label} was lost")
             table.forget_agent(agent_id)
+
+    def _start_failed(self, driver: Any, job: Job, status: Any) -> bool:
+        """A task that ended before it ran because its executor did not start or ended.
+
+        The agent's sandbox is read (off this thread) to say why, the failure counts against
+        the agent, and the job goes back to the queue: it never ran, so Toil is not charged a
+        retry. Returns False when this is not such an end, or the job went back too often.
+        """
+        reason = str(status.get("reason") or "")
+        launch_failed = (reason == "REASON_CONTAINER_LAUNCH_FAILED"
+                         and not _is_fetch_failure(status))
+        if (reason not in EXECUTOR_ENDED and not launch_failed) or job.agent_id is None:
+            return False
+        agent_id = job.agent_id
+        health = self._health
+        executor = status.get("executor_id")
+        deployment = self._deployer.deployment or NOTHING_SHIPS
+        executor_id = (str(executor["value"]) if isinstance(executor, dict) and "value" in executor
+                       else self._tasks.executor_id(deployment.sha256))
+        outcome = health.start_failed(agent_id)
+        if outcome in (StartFailure.COUNTED, StartFailure.SET_ASIDE):  # not a crash: explain it
+            self._diagnostics.request(FailedExecutor(
+                agent_id=agent_id, hostname=job.hostname or agent_id,
+                address=health.address(agent_id), framework_id=self.framework_id or "",
+                executor_id=executor_id))
+        if outcome is StartFailure.SET_ASIDE:
+            logger.error(
+                "agent %s is set aside: this workflow's executor failed to start there %d "
+                "times (%s); it gets no more tasks of this workflow unless it re-registers",
+                health.label(agent_id), MAX_START_FAILURES,
+                self._diagnostics.summary(agent_id) or "why is being read from its sandbox")
+            if health.all_set_aside():
+                self._table.updates.put_nowait(None)  # wake Toil's thread: _check_fatal stops it
+        if not health.may_requeue(job.job_id):
+            return False
+        self._table.requeue(job)
+        if self.suppressed:
+            self.suppressed = False
+            driver.reviveOffers()
+        logger.info("job %d (%s) goes back to the queue: the executor on %s ended before it "
+                    "ran (%s: %s)", job.job_id, job.name, health.label(agent_id),
+                    reason, status.get("message") or "no message")
+        return True
 
     def error(self, driver: Any, message: str) -> None:
         logger.error("Mesos error: %s", message)

@@ -81,6 +81,12 @@ class JobTable:
         self.on_host[hostname] += 1
         self.executor_agents.add(agent_id)
 
+    def requeue(self, job: Job) -> None:
+        """Put a launched job that never ran back in the queue, under no task and no agent."""
+        self._unplace(job)
+        job.task_id = job.agent_id = job.hostname = None
+        self.queue.add(job.request)
+
     def mark_running(self, job: Job) -> None:
         if job.started is None:
             job.started = time.monotonic()
@@ -98,6 +104,12 @@ class JobTable:
             return None
         self.queue.remove(job_id)
         self.started.pop(job_id, None)
+        self._unplace(job)
+        return job
+
+    def _unplace(self, job: Job) -> None:
+        """Take a job out of the task, agent and host indexes."""
+        job_id = job.job_id
         if job.task_id is not None:
             self.tasks.pop(job.task_id, None)
         if job.agent_id is not None:
@@ -110,7 +122,6 @@ class JobTable:
             self.on_host[job.hostname] -= 1
             if self.on_host[job.hostname] <= 0:
                 del self.on_host[job.hostname]
-        return job
 
     def report(self, job: Job, exit_status: int, reason: BatchJobExitReason,
                message: str | None) -> None:

@@ -16,7 +16,7 @@ import functools
 import json
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -142,8 +142,12 @@ class TaskBuilder:
         self._spec_parts: dict[str | None, tuple[bytes, bytes]] = {}
         self._environments: dict[int, tuple[Mapping[str, str], bytes]] = {}
 
-    def task_id_of(self, job_id: int) -> str:
-        return f"toil-{self._run_id}-{job_id}"
+    def task_id_of(self, job_id: int, attempt: int = 0) -> str:
+        """The task id of a job's *attempt* (how often it went back to the queue before)."""
+        return f"toil-{self._run_id}-{job_id}" + (f"-{attempt}" if attempt else "")
+
+    def executor_id(self, bundle_sha256: str | None) -> str:
+        return executor_id_for(self._run_id, bundle_sha256)
 
     def executor(self, *, framework_id: str | None, bundle_url: str | None,
                  bundle_sha256: str | None) -> dict[str, Any]:
@@ -162,7 +166,8 @@ class TaskBuilder:
 
     def tasks(self, *, offer: Mapping[str, Any], jobs: Sequence[tuple[JobRequest, str, str,
                                                                       Mapping[str, str]]],
-              executor: Mapping[str, Any], bundle_sha256: str | None) -> list[dict[str, Any]]:
+              executor: Mapping[str, Any], bundle_sha256: str | None,
+              attempt_of: Callable[[int], int] | None = None) -> list[dict[str, Any]]:
         """The TaskInfos launching *jobs* (request, name, command, environment) on *offer*.
 
         The same as :func:`task_info` with a :class:`TaskSpec` per job, built for thousands of
@@ -184,7 +189,8 @@ class TaskBuilder:
                 self._environment_json(environment), tail)
             built.append({
                 "name": name,
-                "task_id": {"value": self.task_id_of(job.job_id)},
+                "task_id": {"value": self.task_id_of(
+                    job.job_id, attempt_of(job.job_id) if attempt_of else 0)},
                 "agent_id": agent_id,
                 "resources": shared,
                 "executor": executor,

@@ -41,12 +41,15 @@ from toil_mesos.errors import MesosError
 from toil_mesos.images import APPLIANCE_ENV
 from toil_mesos.mesos.driver import SchedulerDriver
 from toil_mesos.scheduler import options as mesos_options
-from toil_mesos.scheduler._callbacks import DriverCallbacks, exit_of, never_fits_message
+from toil_mesos.scheduler._agent_files import ExecutorDiagnostics
+from toil_mesos.scheduler._agent_health import AgentHealth, all_set_aside_message
+from toil_mesos.scheduler._callbacks import DriverCallbacks, never_fits_message
 from toil_mesos.scheduler._deployment import Deployer, default_bundle_dir
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._job_table import Job, JobTable
 from toil_mesos.scheduler._linked_imports import warn_about_linked_imports
 from toil_mesos.scheduler._matching import JobRequest
+from toil_mesos.scheduler._task_end import exit_of
 from toil_mesos.scheduler._tasks import TaskBuilder
 
 __all__ = ["LeaderTerminated", "MesosBatchSystem", "exit_of"]
@@ -54,6 +57,8 @@ __all__ = ["LeaderTerminated", "MesosBatchSystem", "exit_of"]
 logger = logging.getLogger(__name__)
 
 _KILL_WAIT_SECONDS = 60.0
+#: How long the leader waits for the agents' diagnoses before stopping a stranded workflow.
+_DIAGNOSIS_WAIT_SECONDS = 10.0
 
 
 class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
@@ -104,7 +109,10 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                             executor_command=shlex.split(self._options.executor),
                             cleanup=self.workerCleanupInfo._asdict(), appliance=appliance)
         self._record = FrameworkRecord(getattr(config, "jobStore", None))
+        self._health = AgentHealth()
+        self._diagnostics = ExecutorDiagnostics(self._options.executor)
         self._callbacks = DriverCallbacks(self._table, self._deployer, tasks,
+                                          health=self._health, diagnostics=self._diagnostics,
                                           framework_id=self._options.framework_id,
                                           endpoint=self._options.endpoint,
                                           on_registered=self._record.write)
@@ -137,6 +145,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             self._driver.start()
         except BaseException:
             self._deployer.close()
+            self._diagnostics.close()
             _restore_sigterm(self._previous_sigterm)
             raise
 
@@ -249,6 +258,7 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             logger.warning("the Mesos driver ended with an error: %s", exc)
         finally:
             self._deployer.close()
+            self._diagnostics.close()
             _restore_sigterm(self._previous_sigterm)
 
     def _log_latencies(self) -> None:
@@ -302,9 +312,23 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             self._table.ignored.discard(nodeAddress)
 
     def _check_fatal(self) -> None:
-        fatal = self._callbacks.fatal
+        with self._table.lock:
+            fatal = self._callbacks.fatal
+            stranded = fatal is None and self._health.all_set_aside()
+        if stranded:
+            stop = self._stranded_error()  # waits for the diagnoses, so not under the lock
+            with self._table.lock:
+                self._callbacks.fatal = fatal = self._callbacks.fatal or stop
         if fatal is not None:
             raise fatal
+
+    def _stranded_error(self) -> MesosError:
+        """Every agent is set aside: the error that stops the workflow, with each one's reason."""
+        with self._table.lock:
+            agents = self._health.set_aside()
+            labels = {agent_id: self._health.label(agent_id) for agent_id in agents}
+        diagnoses = self._diagnostics.wait(agents, _DIAGNOSIS_WAIT_SECONDS)
+        return MesosError(all_set_aside_message(agents, diagnoses, labels))
 
 
 class LeaderTerminated(SystemExit):

@@ -11,6 +11,7 @@ import pytest
 from deploy_trees import write_tree
 
 from toil_mesos.deploy import DeployOptions, locate, scan, script_module
+from toil_mesos.deploy._units import human_size
 from toil_mesos.deploy.scan import Contents
 from toil_mesos.errors import BundleError
 
@@ -136,3 +137,28 @@ def test_size_limit_stops_the_walk_early_and_lists_the_largest_entries(tmp_path,
     assert walked < 20  # it stopped as soon as the limit was crossed, not after 200 files
     assert f"{root}/data/" in message
     assert "--mesosMaxBytes" in message
+
+
+def test_size_limit_lists_only_entries_inside_the_root_with_sizes_that_add_up(tmp_path,
+                                                                              environment):
+    # A script directory two levels below tmp_path, like a script in /var/tmp/x/y: nothing
+    # above the root (tmp_path, the directory between) may be listed, and a directory counts
+    # every file below it however deep.
+    root = write_tree(tmp_path / "between" / "proj",
+                      {"0top.bin": b"t" * 100_000,  # walked first: its parents are the root's
+                       **{f"a/b/c/d/{i}.bin": b"x" * 300_000 for i in range(5)}})
+    options = DeployOptions(max_bytes=1_000_000)
+    with pytest.raises(BundleError) as error:
+        scan_script_dir(root, environment, options)
+    listed = re.findall(r"^\s+(\d+(?:\.\d+)? \w+)\s+(\S+)$", str(error.value), re.MULTILINE)
+    paths = [path for _, path in listed]
+    assert paths, str(error.value)
+    assert all(path.startswith(f"{root}/") and path != f"{root}/" for path in paths), paths
+    sizes = dict((path, size) for size, path in listed)
+    deepest = f"{root}/a/b/c/d/"
+    for directory in ("a/", "a/b/", "a/b/c/"):
+        assert sizes[f"{root}/{directory}"] == sizes[deepest], sizes
+    files = [path for path in paths if not path.endswith("/")]
+    walked = int(re.search(r"after (\d+) files", str(error.value))[1])  # type: ignore[index]
+    assert len(files) == walked and f"{root}/0top.bin" in files
+    assert sizes[deepest] == human_size(300_000 * (walked - 1))
