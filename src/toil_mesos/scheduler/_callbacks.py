@@ -126,7 +126,7 @@ class DriverCallbacks(Scheduler):
     def resourceOffers(self, driver: Any, offers: list[Any]) -> None:
         table = self._table
         with table.lock:
-            capacities, set_aside, broken = self._usable_offers(offers)
+            capacities, held_back, set_aside = self._usable_offers(offers)
             deployment = self._deployer.deployment or NOTHING_SHIPS
             pairs = warm_first(list(capacities.values()), table.warm_agents(deployment.sha256))
             launches = table.queue.place([capacity for _, capacity in pairs])
@@ -134,8 +134,8 @@ class DriverCallbacks(Scheduler):
                 self._launch(driver, pairs[index][0], self._within_allowance(pairs[index][0], jobs))
             refuse = _DECLINE_BUSY_SECONDS if len(table.queue) else _DECLINE_IDLE_SECONDS
             unused = [o["id"] for i, (o, _) in enumerate(pairs) if i not in launches]
-            self._decline(driver, broken, _DECLINE_IDLE_SECONDS)
-            self._decline(driver, set_aside, _DECLINE_BUSY_SECONDS)
+            self._decline(driver, set_aside, _DECLINE_IDLE_SECONDS)
+            self._decline(driver, held_back, _DECLINE_BUSY_SECONDS)
             self._decline(driver, unused, refuse)
             for request in table.queue.take_never_fitting():
                 table.report(table.jobs[request.job_id], EXIT_STATUS_UNAVAILABLE_VALUE,
@@ -155,8 +155,8 @@ class DriverCallbacks(Scheduler):
         """
         table = self._table
         usable: dict[int, tuple[Any, Capacity]] = {}
+        held_back: list[Any] = []
         set_aside: list[Any] = []
-        broken: list[Any] = []
         changed = False
         for offer in offers:
             agent_id = str(offer["agent_id"]["value"])
@@ -166,14 +166,14 @@ class DriverCallbacks(Scheduler):
             if table.is_idle(agent_id):  # an idle agent offers all of itself
                 changed |= table.note_capacity(agent_id, dataclasses.replace(capacity))
             if self._health.is_set_aside(agent_id):
-                broken.append(offer["id"])
-            elif hostname in table.ignored or self._allowance(agent_id) == 0:
                 set_aside.append(offer["id"])
+            elif hostname in table.ignored or self._allowance(agent_id) == 0:
+                held_back.append(offer["id"])
             else:
                 usable[id(offer)] = (offer, capacity)
         if changed:
             table.queue.set_agents(table.agents.values())
-        return usable, set_aside, broken
+        return usable, held_back, set_aside
 
     def _allowance(self, agent_id: str) -> int | None:
         """How many more tasks an agent may get now: after a failed start one at a time, and
