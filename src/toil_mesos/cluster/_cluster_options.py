@@ -64,8 +64,9 @@ class ClusterOptions:
     is what ``cluster up`` does; False turns it off for callers that know their agents must
     share ``/tmp``; True insists. ``master_command`` and ``agent_command`` replace
     ``python -P -m toil_mesos.cluster.master`` (``agent``) before the protocol's arguments:
-    the launcher's own tests run it with stand-in daemons. ``executor_env`` becomes every
-    agent's ``--executor-environment-variables`` (None: the flag is not given).
+    the launcher's own tests run it with stand-in daemons. ``executor_env`` is added to every
+    agent's ``--executor-environment-variables``, which always names a bundle cache in the
+    agent's own work dir (``TOIL_MESOS_BUNDLE_CACHE``; ``executor_env`` may name another).
     """
 
     agents: int = 1
