@@ -1,0 +1,254 @@
+"""Which of an offer's resources this framework may use, and each task's exact share of them.
+
+Mesos checks that the resources a task names are *contained* in what was offered, comparing
+every field that tells resources apart: the name, the reservation (its role, type and stack),
+the ``allocation_info`` and any disk or provider details. A task asking for ``cpus:1`` when
+the offer holds only ``cpus`` reserved for ``toil`` is refused (TASK_ERROR), so a task's
+resources are cut from the offer's own objects: each keeps every field of the resource it
+came from, only its ``scalar.value`` is the task's share. One resource may be split over
+several offered ones (two reserved ``cpus`` and one unreserved make a 3-core task).
+
+Reservations come in two formats (Mesos' ``reservation.md`` and ``reservation refinement``):
+a framework with the ``RESERVATION_REFINEMENT`` capability gets the ``reservations`` stack
+(``[{"type": "STATIC", "role": "toil"}]``, the last entry the most refined) and no ``role``
+field; one without it gets the older ``"role": "toil"`` (plus ``reservation`` when dynamic).
+Unreserved resources are ``"role": "*"`` in both, or have no role at all. Both are read here,
+and since tasks repeat the offer's own fields, both are answered in the format they came in.
+
+The rules, in order:
+
+* A resource reserved for a role is usable when this framework's role is that role or one of
+  its descendants (``eng`` reservations serve ``eng/toil``: hierarchical roles); reservations
+  for any other role are never used, even if a master offered them.
+* Every resource of one task must be allocated to a single role (Mesos'
+  ``validateAllocatedToSingleRole``): only resources allocated to this framework's role (or
+  carrying no ``allocation_info``, as from masters before multi-role) are used.
+* Reserved resources are taken before unreserved ones (more refined first), so work goes
+  where the operator set capacity aside for it and the shared pool stays for others.
+* Only scalars are carved (``cpus``, ``mem``, ``disk``, ``gpus`` or any other scalar name).
+  Shared resources, persistent volumes and ``MOUNT``/``BLOCK`` disks cannot be split, so
+  they are left alone.
+
+Quantities are kept in thousandths, Mesos' fixed-point precision for scalars, so shares
+add up exactly to what was offered. Pure functions and one small class, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "UNRESERVED",
+    "NotEnoughResources",
+    "OfferResources",
+    "check_role",
+    "reservation_role",
+    "restricted",
+    "usable_resources",
+]
+
+#: The role of unreserved resources and of frameworks that name none.
+UNRESERVED: Final = "*"
+
+#: Characters Mesos refuses in role names (``roles.md``: no whitespace, no backslash).
+_BAD_ROLE_CHARACTERS = re.compile(r"[\s\\]")
+
+
+class NotEnoughResources(ValueError):
+    """An offer holds less of a resource than a task was to take (the message says which)."""
+
+
+def check_role(role: str) -> str:
+    """*role* if Mesos would accept it as a framework role, else ``ValueError`` saying why.
+
+    Mesos' rules (``roles.md``): not empty, ``.`` or ``..``; no leading ``-``; no whitespace or
+    backslash; ``/`` separates the levels of a hierarchical role, each of which obeys the same
+    rules. ``*`` is the default role.
+
+    >>> check_role("toil"), check_role("eng/toil"), check_role("*")
+    ('toil', 'eng/toil', '*')
+    """
+    if role == UNRESERVED:
+        return role
+    if not role:
+        raise ValueError("a role must not be empty")
+    for level in role.split("/"):
+        if level in ("", ".", ".."):
+            raise ValueError(f"role {role!r} has an empty, '.' or '..' level")
+        if level.startswith("-"):
+            raise ValueError(f"role {role!r} has a level starting with '-'")
+        if level == UNRESERVED:
+            raise ValueError(f"role {role!r} uses '*' as a level; '*' is only a whole role")
+        if _BAD_ROLE_CHARACTERS.search(level):
+            raise ValueError(f"role {role!r} contains whitespace or a backslash")
+    return role
+
+
+def reservation_role(resource: Mapping[str, Any]) -> str:
+    """The role *resource* is reserved for, in either format; ``*`` when unreserved.
+
+    >>> reservation_role({"name": "cpus", "role": "*"})
+    '*'
+    >>> reservation_role({"name": "cpus", "reservations": [{"type": "STATIC", "role": "a"},
+    ...                                                     {"type": "DYNAMIC", "role": "a/b"}]})
+    'a/b'
+    >>> reservation_role({"name": "cpus", "role": "a", "reservation": {"principal": "p"}})
+    'a'
+    """
+    reservations = resource.get("reservations")
+    if isinstance(reservations, Sequence) and reservations:
+        last = reservations[-1]
+        role = last.get("role") if isinstance(last, Mapping) else None
+        return str(role) if role else UNRESERVED
+    role = resource.get("role")
+    return str(role) if isinstance(role, str) and role else UNRESERVED
+
+
+def _serves(reserved_for: str, role: str) -> bool:
+    """Whether resources reserved for *reserved_for* may be used by a framework in *role*."""
+    if reserved_for == UNRESERVED:
+        return True
+    return role == reserved_for or role.startswith(reserved_for + "/")
+
+
+def _allocation_role(resource: Mapping[str, Any], offer: Mapping[str, Any]) -> str | None:
+    for holder in (resource, offer):
+        info = holder.get("allocation_info")
+        if isinstance(info, Mapping) and isinstance(info.get("role"), str):
+            return str(info["role"])
+    return None
+
+
+def _splittable(resource: Mapping[str, Any]) -> bool:
+    if resource.get("type", "SCALAR") != "SCALAR" or resource.get("shared") is not None:
+        return False
+    disk = resource.get("disk")
+    if isinstance(disk, Mapping):
+        if disk.get("persistence") is not None or disk.get("volume") is not None:
+            return False
+        source = disk.get("source")
+        if isinstance(source, Mapping) and source.get("type") in ("MOUNT", "BLOCK", "RAW"):
+            return False
+    return True
+
+
+def usable_resources(offer: Mapping[str, Any], role: str) -> list[Mapping[str, Any]]:
+    """The scalar resources of *offer* a framework in *role* may give its tasks, in order."""
+    usable = []
+    for resource in offer.get("resources") or ():
+        if not isinstance(resource, Mapping) or not _splittable(resource):
+            continue
+        allocated = _allocation_role(resource, offer)
+        if allocated is not None and allocated != role:
+            continue
+        if _serves(reservation_role(resource), role):
+            usable.append(resource)
+    return usable
+
+
+def restricted(offer: Mapping[str, Any], role: str) -> dict[str, Any]:
+    """A shallow copy of *offer* holding only the resources :func:`usable_resources` keeps.
+
+    Placement sizes offers from this copy, so a job is never placed on capacity reserved for
+    another role; the task's resources are then carved from the same copy.
+    """
+    copy = dict(offer)
+    copy["resources"] = usable_resources(offer, role)
+    return copy
+
+
+def _thousandths(value: float) -> int:
+    # Mesos rounds scalars to three decimals; rounding first absorbs 0.1 + 0.2 style noise.
+    return math.floor(round(value * 1000, 6))
+
+
+def _wanted(value: float) -> int:
+    # A task's share is rounded up, as placement compares it (never less than asked for).
+    return math.ceil(round(value * 1000, 6))
+
+
+@dataclass(slots=True)
+class _Pool:
+    """One offered scalar resource and how much of it is left, in thousandths."""
+
+    template: Mapping[str, Any]
+    left: int
+    rank: tuple[int, int]  # (minus the reservation depth, position in the offer)
+
+
+class OfferResources:
+    """What is left of one offer's usable scalars, carved into exact task resources.
+
+    Built once per offer and launch; :meth:`take` returns the ``Resource`` objects of one task
+    and removes them from what is left. Tasks that take the same slices of the same offered
+    resources get the same list object (thousands of equal tasks share one), so callers must
+    not change what they get.
+    """
+
+    def __init__(self, offer: Mapping[str, Any], role: str = UNRESERVED) -> None:
+        self._pools: dict[str, list[_Pool]] = {}
+        for position, resource in enumerate(usable_resources(offer, role)):
+            value = (resource.get("scalar") or {}).get("value", 0)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            left = _thousandths(float(value))
+            if left <= 0:
+                continue
+            reservations = resource.get("reservations")
+            depth = (len(reservations) if isinstance(reservations, Sequence) and reservations
+                     else int(reservation_role(resource) != UNRESERVED))
+            # Reserved first, more refined before less, then the offer's own order.
+            self._pools.setdefault(str(resource["name"]), []).append(
+                _Pool(template=resource, left=left, rank=(-depth, position)))
+        for pools in self._pools.values():
+            pools.sort(key=lambda pool: pool.rank)
+        self._shared: dict[tuple[tuple[int, int], ...], list[dict[str, Any]]] = {}
+
+    def left(self, name: str) -> float:
+        """How much of *name* is left (every usable pool together)."""
+        return sum(pool.left for pool in self._pools.get(name, ())) / 1000
+
+    def totals(self) -> dict[str, float]:
+        """What is left of every scalar, by name."""
+        return {name: self.left(name) for name in self._pools}
+
+    def take(self, amounts: Mapping[str, float]) -> list[dict[str, Any]]:
+        """The ``Resource`` objects for one task taking *amounts* (name -> quantity).
+
+        Zero amounts are left out: a task names only what it takes.
+
+        :raises NotEnoughResources: when the offer holds less of some resource than asked
+            for; nothing is taken then.
+        """
+        wanted = [(name, _wanted(value)) for name, value in amounts.items() if value > 0]
+        for name, want in wanted:
+            have = sum(pool.left for pool in self._pools.get(name, ()))
+            if have < want:
+                raise NotEnoughResources(
+                    f"the offer has {have / 1000:g} {name} usable by this framework's role, "
+                    f"a task needs {want / 1000:g}")
+        slices: list[tuple[_Pool, int]] = []
+        for name, want in wanted:
+            for pool in self._pools[name]:
+                if want == 0:
+                    break
+                part = min(pool.left, want)
+                if part:
+                    pool.left -= part
+                    want -= part
+                    slices.append((pool, part))
+        key = tuple((pool.rank[1], part) for pool, part in slices)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = [_slice(pool.template, part) for pool, part in slices]
+        return shared
+
+
+def _slice(template: Mapping[str, Any], thousandths: int) -> dict[str, Any]:
+    resource = dict(template)
+    resource["scalar"] = {"value": thousandths / 1000}
+    return resource
