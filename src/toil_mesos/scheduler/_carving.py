@@ -36,10 +36,11 @@ add up exactly to what was offered. Pure functions and one small class, no I/O.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
+
+from toil_mesos.mesos._roles import UNRESERVED, check_role, reservation_role, serves
 
 __all__ = [
     "UNRESERVED",
@@ -51,68 +52,9 @@ __all__ = [
     "usable_resources",
 ]
 
-#: The role of unreserved resources and of frameworks that name none.
-UNRESERVED: Final = "*"
-
-#: Characters Mesos refuses in role names (``roles.md``: no whitespace, no backslash).
-_BAD_ROLE_CHARACTERS = re.compile(r"[\s\\]")
-
 
 class NotEnoughResources(ValueError):
     """An offer holds less of a resource than a task was to take (the message says which)."""
-
-
-def check_role(role: str) -> str:
-    """*role* if Mesos would accept it as a framework role, else ``ValueError`` saying why.
-
-    Mesos' rules (``roles.md``): not empty, ``.`` or ``..``; no leading ``-``; no whitespace or
-    backslash; ``/`` separates the levels of a hierarchical role, each of which obeys the same
-    rules. ``*`` is the default role.
-
-    >>> check_role("toil"), check_role("eng/toil"), check_role("*")
-    ('toil', 'eng/toil', '*')
-    """
-    if role == UNRESERVED:
-        return role
-    if not role:
-        raise ValueError("a role must not be empty")
-    for level in role.split("/"):
-        if level in ("", ".", ".."):
-            raise ValueError(f"role {role!r} has an empty, '.' or '..' level")
-        if level.startswith("-"):
-            raise ValueError(f"role {role!r} has a level starting with '-'")
-        if level == UNRESERVED:
-            raise ValueError(f"role {role!r} uses '*' as a level; '*' is only a whole role")
-        if _BAD_ROLE_CHARACTERS.search(level):
-            raise ValueError(f"role {role!r} contains whitespace or a backslash")
-    return role
-
-
-def reservation_role(resource: Mapping[str, Any]) -> str:
-    """The role *resource* is reserved for, in either format; ``*`` when unreserved.
-
-    >>> reservation_role({"name": "cpus", "role": "*"})
-    '*'
-    >>> reservation_role({"name": "cpus", "reservations": [{"type": "STATIC", "role": "a"},
-    ...                                                     {"type": "DYNAMIC", "role": "a/b"}]})
-    'a/b'
-    >>> reservation_role({"name": "cpus", "role": "a", "reservation": {"principal": "p"}})
-    'a'
-    """
-    reservations = resource.get("reservations")
-    if isinstance(reservations, Sequence) and reservations:
-        last = reservations[-1]
-        role = last.get("role") if isinstance(last, Mapping) else None
-        return str(role) if role else UNRESERVED
-    role = resource.get("role")
-    return str(role) if isinstance(role, str) and role else UNRESERVED
-
-
-def _serves(reserved_for: str, role: str) -> bool:
-    """Whether resources reserved for *reserved_for* may be used by a framework in *role*."""
-    if reserved_for == UNRESERVED:
-        return True
-    return role == reserved_for or role.startswith(reserved_for + "/")
 
 
 def _allocation_role(resource: Mapping[str, Any], offer: Mapping[str, Any]) -> str | None:
@@ -145,7 +87,7 @@ def usable_resources(offer: Mapping[str, Any], role: str) -> list[Mapping[str, A
         allocated = _allocation_role(resource, offer)
         if allocated is not None and allocated != role:
             continue
-        if _serves(reservation_role(resource), role):
+        if serves(reservation_role(resource), role):
             usable.append(resource)
     return usable
 
