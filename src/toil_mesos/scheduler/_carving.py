@@ -49,6 +49,7 @@ __all__ = [
     "check_role",
     "reservation_role",
     "restricted",
+    "thousandths",
     "usable_resources",
 ]
 
@@ -81,13 +82,21 @@ def _splittable(resource: Mapping[str, Any]) -> bool:
 def usable_resources(offer: Mapping[str, Any], role: str) -> list[Mapping[str, Any]]:
     """The scalar resources of *offer* a framework in *role* may give its tasks, in order."""
     usable = []
+    offered_to = _allocation_role({}, offer)
     for resource in offer.get("resources") or ():
-        if not isinstance(resource, Mapping) or not _splittable(resource):
+        if not isinstance(resource, Mapping):
             continue
-        allocated = _allocation_role(resource, offer)
-        if allocated is not None and allocated != role:
+        # The common case first (an unreserved plain scalar): an offer round looks at every
+        # resource of up to thousands of offers.
+        plain = (resource.get("type", "SCALAR") == "SCALAR" and "reservations" not in resource
+                 and resource.get("role", UNRESERVED) == UNRESERVED
+                 and "disk" not in resource and "shared" not in resource)
+        if not plain and not (_splittable(resource)
+                              and serves(reservation_role(resource), role)):
             continue
-        if serves(reservation_role(resource), role):
+        info = resource.get("allocation_info")
+        allocated = info.get("role") if isinstance(info, Mapping) else offered_to
+        if allocated is None or allocated == role:
             usable.append(resource)
     return usable
 
@@ -108,9 +117,14 @@ def _thousandths(value: float) -> int:
     return math.floor(round(value * 1000, 6))
 
 
-def _wanted(value: float) -> int:
-    # A task's share is rounded up, as placement compares it (never less than asked for).
-    return math.ceil(round(value * 1000, 6))
+def thousandths(amounts: Mapping[str, float]) -> tuple[tuple[str, int], ...]:
+    """*amounts* in thousandths, rounded up as placement compares them; zeros left out.
+
+    >>> thousandths({"cpus": 0.0001, "mem": 32, "disk": 0})
+    (('cpus', 1), ('mem', 32000))
+    """
+    return tuple((name, math.ceil(round(value * 1000, 6)))
+                 for name, value in amounts.items() if value > 0)
 
 
 @dataclass(slots=True)
@@ -148,11 +162,13 @@ class OfferResources:
                 _Pool(template=resource, left=left, rank=(-depth, position)))
         for pools in self._pools.values():
             pools.sort(key=lambda pool: pool.rank)
+        #: What is left per name, every pool together (kept as pools shrink).
+        self._left = {name: sum(p.left for p in pools) for name, pools in self._pools.items()}
         self._shared: dict[tuple[tuple[int, int], ...], list[dict[str, Any]]] = {}
 
     def left(self, name: str) -> float:
         """How much of *name* is left (every usable pool together)."""
-        return sum(pool.left for pool in self._pools.get(name, ())) / 1000
+        return self._left.get(name, 0) / 1000
 
     def totals(self) -> dict[str, float]:
         """What is left of every scalar, by name."""
@@ -166,24 +182,30 @@ class OfferResources:
         :raises NotEnoughResources: when the offer holds less of some resource than asked
             for; nothing is taken then.
         """
-        wanted = [(name, _wanted(value)) for name, value in amounts.items() if value > 0]
+        return self.take_thousandths(thousandths(amounts))
+
+    def take_thousandths(self, wanted: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+        """:meth:`take` with amounts already in thousandths (:func:`thousandths`), for callers
+        that launch many tasks of the same size and convert each size once."""
+        left = self._left
         for name, want in wanted:
-            have = sum(pool.left for pool in self._pools.get(name, ()))
+            have = left.get(name, 0)
             if have < want:
                 raise NotEnoughResources(
                     f"the offer has {have / 1000:g} {name} usable by this framework's role, "
                     f"a task needs {want / 1000:g}")
         slices: list[tuple[_Pool, int]] = []
         for name, want in wanted:
+            left[name] -= want
             for pool in self._pools[name]:
-                if want == 0:
-                    break
-                part = min(pool.left, want)
+                part = pool.left if pool.left < want else want
                 if part:
                     pool.left -= part
                     want -= part
                     slices.append((pool, part))
-        key = tuple((pool.rank[1], part) for pool, part in slices)
+                    if not want:
+                        break
+        key = tuple([(pool.rank[1], part) for pool, part in slices])
         shared = self._shared.get(key)
         if shared is None:
             shared = self._shared[key] = [_slice(pool.template, part) for pool, part in slices]

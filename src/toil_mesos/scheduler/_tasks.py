@@ -24,7 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
-from toil_mesos.scheduler._carving import UNRESERVED, OfferResources
+from toil_mesos.scheduler._carving import UNRESERVED, OfferResources, thousandths
 from toil_mesos.scheduler._matching import JobRequest, mib, millicores
 from toil_mesos.task_spec import TaskSpec
 
@@ -188,8 +188,13 @@ class TaskBuilder:
         agent_id = dict(offer["agent_id"])
         head, tail = self._spec_ends(bundle_sha256)
         built = []
+        sizes: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}
         for job, name, command, environment in jobs:
-            shared = carver.take(task_amounts(job))
+            size = (*job.size, getattr(job, "gpus", 0))
+            wanted = sizes.get(size)
+            if wanted is None:  # once per size, not per task
+                wanted = sizes[size] = thousandths(task_amounts(job))
+            shared = carver.take_thousandths(wanted)
             data = b'%s"job_id":%d,"command":%s,"environment":%s,%s' % (
                 head, job.job_id, _dumps(command).encode(),
                 self._environment_json(environment), tail)
