@@ -296,6 +296,12 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     up.add_argument("--timeout", type=_positive, default=defaults.ready_timeout, metavar="S",
                     help="seconds to wait for every daemon to be ready (default: %(default)s)")
+    up.add_argument(
+        "--reserve", default=None, metavar="ROLE",
+        help="statically reserve each agent's cpus, mem and disk for ROLE (as a Mesos agent's "
+             "--resources 'cpus(ROLE):C;...'): only frameworks in ROLE (--mesosRole ROLE) "
+             "get them (default: all unreserved)",
+    )
     up.set_defaults(handler=_cluster_up)
 
     status = cluster_commands.add_parser(
@@ -328,6 +334,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
     options = launcher.ClusterOptions(
         agents=args.agents, cpus=args.cpus, mem=args.mem, disk=args.disk,
         hide=tuple(args.hide), netns=args.netns, ready_timeout=args.timeout,
+        reserve=args.reserve,
         agent_args=(
             () if args.fetcher_cache_size is None
             else ("--fetcher-cache-size", str(args.fetcher_cache_size))

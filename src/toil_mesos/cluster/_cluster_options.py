@@ -26,6 +26,7 @@ from toil_mesos.cluster._isolation import (
     resolve_hide_paths,
 )
 from toil_mesos.errors import MesosError
+from toil_mesos.mesos._roles import check_role
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
@@ -84,6 +85,11 @@ class ClusterOptions:
     master_command: tuple[str, ...] = ()
     agent_command: tuple[str, ...] = ()
     executor_env: Mapping[str, str] | None = None
+    # -- roles: static reservations --
+    #: Reserve each agent's cpus, mem and disk for this role (Mesos' ``cpus(ROLE):C`` in the
+    #: agents' ``--resources``); only frameworks in that role are offered them. None: all
+    #: unreserved. Ports stay unreserved either way.
+    reserve: str | None = None
 
     def validate(self) -> None:
         """Raise ClusterError naming the first bad option."""
@@ -97,12 +103,26 @@ class ClusterOptions:
             raise ClusterError(f"--disk must not be negative (MB), not {self.disk}")
         if not self.ready_timeout > 0:
             raise ClusterError(f"--timeout must be positive, not {self.ready_timeout}")
+        if self.reserve is not None:
+            try:
+                check_role(self.reserve)
+            except ValueError as exc:
+                raise ClusterError(
+                    f"--reserve {self.reserve!r} is not a Mesos role: {exc}"
+                ) from None
+            if self.reserve == "*":
+                raise ClusterError("--reserve '*' reserves nothing; name a role such as 'toil'")
 
     def resources(self, index: int) -> str:
-        """The agent's ``--resources`` string (see ``_protocol``)."""
+        """The agent's ``--resources`` string (see ``_protocol``), Mesos' own syntax.
+
+        With :attr:`reserve`, cpus, mem and disk are ``cpus(ROLE):C``: statically reserved.
+        """
         low = _PORTS_BASE + index * _PORTS_PER_AGENT
         cpus = int(self.cpus) if float(self.cpus).is_integer() else self.cpus
-        return f"cpus:{cpus};mem:{self.mem};disk:{self.disk};ports:[{low}-{low + 99}]"
+        role = f"({self.reserve})" if self.reserve is not None else ""
+        return (f"cpus{role}:{cpus};mem{role}:{self.mem};disk{role}:{self.disk};"
+                f"ports:[{low}-{low + 99}]")
 
     def to_json(self) -> dict[str, object]:
         """The options as ``cluster.json`` records them (for people reading it)."""
@@ -113,6 +133,7 @@ class ClusterOptions:
             "disk": self.disk,
             "hide": [str(p) for p in self.hide],
             "netns": self.netns,
+            "reserve": self.reserve,
         }
 
 

@@ -28,6 +28,7 @@ from toil_mesos.scheduler._agent_health import (
     StartFailure,
     offer_address,
 )
+from toil_mesos.scheduler._carving import UNRESERVED, NotEnoughResources, restricted
 from toil_mesos.scheduler._deployment import NOTHING_SHIPS, Deployer
 from toil_mesos.scheduler._job_table import Job, JobTable
 from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
@@ -68,8 +69,10 @@ class DriverCallbacks(Scheduler):
     def __init__(self, table: JobTable, deployer: Deployer, tasks: TaskBuilder, *,
                  health: AgentHealth, diagnostics: ExecutorDiagnostics,
                  framework_id: str | None, endpoint: str,
-                 on_registered: Callable[[str], None]) -> None:
+                 on_registered: Callable[[str], None], role: str = UNRESERVED) -> None:
         self._table = table
+        #: The framework's role: offers are cut down to what it may use (``_carving``).
+        self._role = role
         self._health = health
         self._diagnostics = diagnostics
         self._deployer = deployer
@@ -158,12 +161,14 @@ class DriverCallbacks(Scheduler):
         held_back: list[Any] = []
         set_aside: list[Any] = []
         changed = False
-        for offer in offers:
+        for offer in (restricted(o, self._role) for o in offers):
             agent_id = str(offer["agent_id"]["value"])
             hostname = table.hostnames[agent_id] = str(offer.get("hostname") or agent_id)
             self._health.offered(agent_id, hostname, offer_address(offer))
             capacity = offer_capacity(offer)
-            if table.is_idle(agent_id):  # an idle agent offers all of itself
+            # An idle agent offers all of itself; one with nothing for this role (everything
+            # reserved for others) is not an agent of this framework at all.
+            if table.is_idle(agent_id) and (capacity.millicores or capacity.mem_mib):
                 changed |= table.note_capacity(agent_id, dataclasses.replace(capacity))
             if self._health.is_set_aside(agent_id):
                 set_aside.append(offer["id"])
@@ -208,9 +213,16 @@ class DriverCallbacks(Scheduler):
         for request in jobs:
             job = table.jobs[request.job_id]
             entries.append((request, job.name, job.command, job.environment))
-        tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
-                                  bundle_sha256=deployment.sha256,
-                                  attempt_of=self._health.attempt)
+        try:
+            tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
+                                      bundle_sha256=deployment.sha256,
+                                      attempt_of=self._health.attempt)
+        except NotEnoughResources as exc:  # placement and carving disagree: nothing launches
+            logger.error("no tasks launched on %s: %s", hostname, exc)
+            for request in jobs:
+                table.queue.add(request)
+            self._decline(driver, [offer["id"]], _DECLINE_BUSY_SECONDS)
+            return
         for request, task in zip(jobs, tasks, strict=True):
             table.launched(table.jobs[request.job_id], task["task_id"]["value"], agent_id,
                            hostname)

@@ -44,6 +44,7 @@ from toil_mesos.scheduler import options as mesos_options
 from toil_mesos.scheduler._agent_files import ExecutorDiagnostics
 from toil_mesos.scheduler._agent_health import AgentHealth, all_set_aside_message
 from toil_mesos.scheduler._callbacks import DriverCallbacks, never_fits_message
+from toil_mesos.scheduler._carving import UNRESERVED
 from toil_mesos.scheduler._deployment import Deployer, default_bundle_dir
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._job_table import Job, JobTable
@@ -107,7 +108,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         # The run id names this leader run's tasks and executors apart from any other run's.
         tasks = TaskBuilder(run_id=secrets.token_hex(4),
                             executor_command=shlex.split(self._options.executor),
-                            cleanup=self.workerCleanupInfo._asdict(), appliance=appliance)
+                            cleanup=self.workerCleanupInfo._asdict(), appliance=appliance,
+                            role=self._options.role or UNRESERVED)
         self._record = FrameworkRecord(getattr(config, "jobStore", None))
         self._health = AgentHealth()
         self._diagnostics = ExecutorDiagnostics(self._options.executor)
@@ -115,7 +117,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                                           health=self._health, diagnostics=self._diagnostics,
                                           framework_id=self._options.framework_id,
                                           endpoint=self._options.endpoint,
-                                          on_registered=self._record.write)
+                                          on_registered=self._record.write,
+                                          role=self._options.role or UNRESERVED)
         #: The environment jobs share unless they bring their own (one copy, not one per job).
         self._shared_environment: dict[str, str] = dict(self.environment)
         _hide_toils_auto_deployment_warning()
@@ -124,8 +127,11 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             "user": self._options.user,
             "name": self._options.name,
             "failover_timeout": 300.0,
-            "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"}],
-            "roles": [self._options.role or "*"],
+            # RESERVATION_REFINEMENT: offers may then hold refined reservations too, in the
+            # ``reservations`` format; tasks repeat the offer's fields, so either format works.
+            "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"},
+                             {"type": "RESERVATION_REFINEMENT"}],
+            "roles": [self._options.role or UNRESERVED],
         }
         if self._options.framework_id:
             framework["id"] = {"value": self._options.framework_id}
