@@ -84,6 +84,10 @@ class ClusterOptions:
     agent_command: tuple[str, ...] = ()
     executor_env: Mapping[str, str] | None = None
 
+    # -- GPUs: ``gpus`` GPU devices on each of the first ``gpu_agents`` agents ---------------
+    gpus: int = 0
+    gpu_agents: int = 1
+
     def validate(self) -> None:
         """Raise ClusterError naming the first bad option."""
         if self.agents < 1:
@@ -96,12 +100,28 @@ class ClusterOptions:
             raise ClusterError(f"--disk must not be negative (MB), not {self.disk}")
         if not self.ready_timeout > 0:
             raise ClusterError(f"--timeout must be positive, not {self.ready_timeout}")
+        self._validate_gpus()
+
+    def _validate_gpus(self) -> None:
+        if self.gpus < 0:
+            raise ClusterError(f"--gpus must not be negative, not {self.gpus}")
+        if self.gpus and not 1 <= self.gpu_agents <= self.agents:
+            raise ClusterError(
+                f"--gpu-agents must be between 1 and --agents ({self.agents}), "
+                f"not {self.gpu_agents}"
+            )
+
+    def agent_gpus(self, index: int) -> int:
+        """How many GPU devices agent *index* has: ``gpus`` on the first ``gpu_agents``."""
+        return self.gpus if index < self.gpu_agents else 0
 
     def resources(self, index: int) -> str:
         """The agent's ``--resources`` string (see ``_protocol``)."""
         low = _PORTS_BASE + index * _PORTS_PER_AGENT
         cpus = int(self.cpus) if float(self.cpus).is_integer() else self.cpus
-        return f"cpus:{cpus};mem:{self.mem};disk:{self.disk};ports:[{low}-{low + 99}]"
+        text = f"cpus:{cpus};mem:{self.mem};disk:{self.disk};ports:[{low}-{low + 99}]"
+        gpus = self.agent_gpus(index)
+        return f"{text};gpus:{gpus}" if gpus else text
 
     def to_json(self) -> dict[str, object]:
         """The options as ``cluster.json`` records them (for people reading it)."""
@@ -112,6 +132,8 @@ class ClusterOptions:
             "disk": self.disk,
             "hide": [str(p) for p in self.hide],
             "netns": self.netns,
+            "gpus": self.gpus,
+            "gpu_agents": self.gpu_agents if self.gpus else 0,
         }
 
 

@@ -3,7 +3,9 @@
 :class:`Allocator` owns the outstanding offers, the frameworks' refusal filters and the
 allocation timer. An allocation round offers each connected agent's unused resources to one
 unsuppressed framework that has not refused them (Mesos' resource filters: a filter refuses
-only what is contained in what was refused), the framework holding the fewest cpus first.
+only what is contained in what was refused), the framework holding the fewest cpus first. An
+agent with ``gpus`` is offered only to frameworks declaring the ``GPU_RESOURCES`` capability,
+as Mesos' allocator does by default (so frameworks unaware of GPUs cannot fill GPU machines).
 Everything that frees or changes resources calls :meth:`Allocator.wake` so the next
 :meth:`~toil_mesos.cluster._master_state.MasterState.tick` runs a round at once.
 """
@@ -41,6 +43,8 @@ DEFAULT_REFUSE_SECONDS: Final = 5.0
 #: ``--min_allocatable_resources=cpus:0.01|mem:32`` (the recorded master's default).
 _MIN_CPUS: Final = 0.01
 _MIN_MEM: Final = 32.0
+#: The capability a framework needs to be offered agents with GPUs.
+_GPU_RESOURCES: Final = "GPU_RESOURCES"
 
 #: What every accepted offer must share, and the recorded message when one does not.
 _SAME_FOR_ALL_OFFERS: Final = (
@@ -261,8 +265,12 @@ class Allocator:
             available = self.available(agent.agent_id)
             if available.scalar("cpus") < _MIN_CPUS and available.scalar("mem") < _MIN_MEM:
                 continue
+            gpu_agent = agent.total.scalar("gpus") > 0
             candidates = [
-                f for f in frameworks if not self._filtered(f, agent.agent_id, available, now)
+                f
+                for f in frameworks
+                if (not gpu_agent or _GPU_RESOURCES in f.capabilities)
+                and not self._filtered(f, agent.agent_id, available, now)
             ]
             if not candidates:
                 continue

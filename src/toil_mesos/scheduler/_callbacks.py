@@ -332,8 +332,13 @@ class DriverCallbacks(Scheduler):
 
 
 def never_fits_message(job: JobRequest) -> str:
-    return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
-            f"{job.disk} bytes of disk, which no agent of this cluster has")
+    if not job.gpus:
+        return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
+                f"{job.disk} bytes of disk, which no agent of this cluster has")
+    return (f"job {job.job_id} needs {job.gpus} GPUs with {job.cores} cores, {job.memory} "
+            f"bytes of memory and {job.disk} bytes of disk on one agent, which no agent of "
+            "this cluster has (agents offer GPUs as the 'gpus' resource, e.g. Mesos agents "
+            "with --isolation=gpu/nvidia, or `toil-mesos cluster up --gpus N`)")
 
 
 def _is_fetch_failure(status: Any) -> bool:

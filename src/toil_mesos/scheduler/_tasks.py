@@ -6,7 +6,8 @@ executor runs many tasks and fetches the bundle once. The executor id includes t
 hash: a restarted workflow with changed code gets new executors, never a stale one.
 
 The executor asks for no resources of its own, so a 2-core agent runs two 1-core jobs; the
-tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores as given.
+tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores as given, and
+a job with GPU accelerators also asks for that many ``gpus``.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def task_info(
         ("cpus", float(job.cores)),
         ("mem", float(mib(job.memory))),
         ("disk", float(mib(job.disk))),
+        *((("gpus", float(job.gpus)),) if job.gpus else ()),
     ):
         resource: dict[str, Any] = {
             "name": resource_name,
@@ -176,11 +178,11 @@ class TaskBuilder:
         """
         allocation = _allocation_info(offer)
         agent_id = dict(offer["agent_id"])
-        resources: dict[tuple[float, int, int], list[dict[str, Any]]] = {}
+        resources: dict[tuple[float, int, int, int], list[dict[str, Any]]] = {}
         head, tail = self._spec_ends(bundle_sha256)
         built = []
         for job, name, command, environment in jobs:
-            key = (float(job.cores), job.size[1], job.size[2])
+            key = (float(job.cores), job.size[1], job.size[2], job.gpus)
             shared = resources.get(key)
             if shared is None:
                 shared = resources[key] = _resources(key, allocation)
@@ -223,10 +225,12 @@ class TaskBuilder:
         return data
 
 
-def _resources(key: tuple[float, int, int], allocation: dict[str, Any] | None
+def _resources(key: tuple[float, int, int, int], allocation: dict[str, Any] | None
                ) -> list[dict[str, Any]]:
     resources = []
-    for resource_name, value in zip(("cpus", "mem", "disk"), key, strict=True):
+    for resource_name, value in zip(("cpus", "mem", "disk", "gpus"), key, strict=True):
+        if resource_name == "gpus" and not value:
+            continue  # no GPUs: no gpus resource at all, as Mesos' own tasks have
         resource: dict[str, Any] = {
             "name": resource_name,
             "type": "SCALAR",
