@@ -1,11 +1,11 @@
 """What jobs need and what offers hold, in the units Mesos compares them in.
 
-The packing is in :mod:`toil_mesos.scheduler._placement`: jobs are placed largest first (cores,
-then memory, then disk), each into the first offer with room left, so big jobs are not starved
-by many small ones. Cores are compared in thousandths and memory and disk in whole MiB, rounded
-up, exactly as the tasks will ask for them, so a job never fits here and then fails Mesos' own
-check. A job that is not preemptible never goes to an agent whose ``preemptible`` attribute is
-true; a preemptible job may go anywhere (as in Toil's own Mesos batch system).
+The packing is in :mod:`toil_mesos.scheduler._placement`: jobs are placed largest first (GPUs,
+then cores, memory and disk), each into the first offer with room left, so big jobs are not
+starved by many small ones. Cores are compared in thousandths and memory and disk in whole MiB,
+rounded up, exactly as the tasks will ask for them, so a job never fits here and then fails
+Mesos' own check. A job that is not preemptible never goes to an agent whose ``preemptible``
+attribute is true; a preemptible job may go anywhere (as in Toil's own Mesos batch system).
 
 GPUs are Mesos' ``gpus`` scalar, counted in whole devices (the agent's GPU isolator hands out
 devices, never fractions). A job asking for none fits an agent with GPUs too; the packing only
