@@ -105,6 +105,8 @@ class ClusterOptions:
     def _validate_gpus(self) -> None:
         if self.gpus < 0:
             raise ClusterError(f"--gpus must not be negative, not {self.gpus}")
+        if not self.gpus and self.gpu_agents != 1:
+            raise ClusterError("--gpu-agents says which agents get --gpus; give --gpus N too")
         if self.gpus and not 1 <= self.gpu_agents <= self.agents:
             raise ClusterError(
                 f"--gpu-agents must be between 1 and --agents ({self.agents}), "

@@ -123,6 +123,7 @@ def test_gpus_go_to_the_first_gpu_agents_only() -> None:
     (ClusterOptions(agents=2, gpus=-1), "--gpus"),
     (ClusterOptions(agents=2, gpus=1, gpu_agents=3), "--gpu-agents"),
     (ClusterOptions(agents=2, gpus=1, gpu_agents=0), "--gpu-agents"),
+    (ClusterOptions(agents=2, gpu_agents=2), "--gpu-agents .*--gpus"),
 ])
 def test_bad_gpu_options_name_the_option(options: ClusterOptions, flag: str) -> None:
     with pytest.raises(ClusterError, match=flag):
