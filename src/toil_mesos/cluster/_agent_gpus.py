@@ -5,7 +5,8 @@ agent leaves the choice to its Nvidia GPU isolator; the mini-agent picks the low
 indices when a task asking for ``gpus`` arrives, names them to the executor
 (:mod:`toil_mesos.mesos._gpu_devices`), and frees them when the task's terminal status
 update is taken, which is before the master learns of it and offers the ``gpus`` again, so
-two live tasks never hold the same device.
+two live tasks never hold the same device. A task an agent recovers after a restart keeps the
+devices its TaskInfo names (:meth:`GpuDevices.hold`).
 
 Sans-I/O; the agent calls it under its lock.
 """
@@ -72,6 +73,18 @@ class GpuDevices:
         devices, self._free = self._free[:count], self._free[count:]
         self._held[task_id] = devices
         return list(devices)
+
+    def hold(self, task_id: str, devices: Iterable[str | int]) -> None:
+        """*task_id* already holds *devices*: a task recovered after the agent restarted,
+        whose TaskInfo names them (:func:`toil_mesos.mesos._gpu_devices.devices_of`).
+
+        >>> gpus = GpuDevices(2); gpus.hold("old", ["1"]); gpus.assign("new", 1)
+        [0]
+        """
+        taken = [int(d) for d in devices if int(d) in self._free]
+        if taken:
+            self._free = [d for d in self._free if d not in taken]
+            self._held[task_id] = sorted(self._held.get(task_id, []) + taken)
 
     def release(self, task_id: str) -> None:
         """The task has ended: its devices are free again (nothing if it held none)."""

@@ -77,6 +77,15 @@ def test_devices_are_held_until_released_and_never_given_twice() -> None:
     assert devices.free == [0, 1]
 
 
+def test_devices_of_a_recovered_task_are_held_and_freed_with_it() -> None:
+    devices = GpuDevices(3)
+    devices.hold("recovered", ["2", "0"])
+    assert devices.free == [1]
+    assert devices.assign("new", 2) is None
+    devices.release("recovered")
+    assert devices.assign("new", 2) == [0, 1]
+
+
 def test_gpus_in_the_agents_resources() -> None:
     assert gpus_in([scalar("cpus", 2), scalar("gpus", 4)]) == 4
     assert gpus_in([scalar("cpus", 2)]) == 0
