@@ -19,6 +19,10 @@ that ask for no GPU try the offers of agents without GPUs first and go to an age
 only when no other offer has room (Mesos' advice for frameworks that declare
 ``GPU_RESOURCES``: keep GPU machines free for GPU work). That is a stable reordering of the
 offers, GPU agents last, done once per round, so the cursors and the cost above are unchanged.
+Offers of different agents come in different rounds, so "no other offer has room" is not only
+this round's offers: a caller may pass the room that agents without GPUs are known to have
+although they offered nothing now (``elsewhere``); a job of a shape that fits there waits for
+them rather than take a GPU agent. That shortens the shape's cursor range, nothing more.
 """
 
 from __future__ import annotations
@@ -152,42 +156,58 @@ class ShapeQueue:
 
     # ---- packing ---------------------------------------------------------------------------
 
-    def place(self, capacities: Sequence[Capacity]) -> dict[int, list[JobRequest]]:
+    def place(self, capacities: Sequence[Capacity], *,
+              elsewhere: Sequence[Capacity] = ()) -> dict[int, list[JobRequest]]:
         """Pack queued jobs into *capacities* (shrinking them); placed jobs leave the queue.
 
         Returns the jobs per offer index, each list in placing order. Offers of agents with
-        GPUs are tried last (:func:`gpu_agents_last`).
+        GPUs are tried last (:func:`gpu_agents_last`), and not at all for jobs without GPUs
+        that fit the room *elsewhere* (agents without GPUs that offered nothing this round).
         """
         launches: dict[int, list[JobRequest]] = {}
         if not capacities or not self._shape_of:
             return launches
         order = gpu_agents_last(capacities)
         capacities = [capacities[i] for i in order]
-        count = len(capacities)
+        plain = sum(1 for c in capacities if c.gpus <= 0)
         for size in self._sorted_sizes():
-            # Per preemptible flag: its jobs, and the first offer that may still fit them.
+            # Per preemptible flag: its jobs, the first offer that may still fit them, and
+            # the end of the offers they may take.
             queues = [q for q in (self._shapes.get((*size, False)), self._shapes.get((*size, True)))
                       if q]
+            ends = [self._end(size, next(iter(q.values())).preemptible, capacities, plain,
+                              elsewhere) for q in queues]
             cursors = [0] * len(queues)
             while queues:
                 # The oldest head of the live flags goes next (the reference order).
                 which = min(range(len(queues)), key=lambda i: next(iter(queues[i])))
                 jobs = queues[which]
                 job = jobs[next(iter(jobs))]
-                index = cursors[which]
+                index, count = cursors[which], ends[which]
                 while index < count and not _fits(capacities[index], size, job.preemptible):
                     index += 1
                 if index == count:
                     # Nothing fits this shape now, nor will this round: the rest of it waits.
-                    del queues[which], cursors[which]
+                    del queues[which], cursors[which], ends[which]
                     continue
                 cursors[which] = index
                 _take(capacities[index], size)
                 launches.setdefault(order[index], []).append(job)
                 self.remove(job.job_id)
                 if not jobs:
-                    del queues[which], cursors[which]
+                    del queues[which], cursors[which], ends[which]
         return launches
+
+    @staticmethod
+    def _end(size: _Size, preemptible: bool, capacities: Sequence[Capacity], plain: int,
+             elsewhere: Sequence[Capacity]) -> int:
+        """How many of the (GPU agents last) offers jobs of this size and flag may take: all,
+        or only those without GPUs when the job asks for none and fits *elsewhere*."""
+        if plain == len(capacities) or size[0] or not elsewhere:
+            return len(capacities)
+        if any(_fits(room, size, preemptible) for room in elsewhere):
+            return plain  # an agent without GPUs has room for it: wait for that one's offer
+        return len(capacities)
 
     def _sorted_sizes(self) -> list[_Size]:
         if self._sizes is None:

@@ -127,6 +127,23 @@ def test_jobs_without_gpus_keep_off_gpu_agents_while_others_have_room(system):
     assert all(not gpus_in(task) for _, task in driver.launches)
 
 
+def test_jobs_without_gpus_wait_for_an_agent_without_gpus_known_to_have_room(system):
+    """Offers of different agents come in different rounds: a round with only a GPU agent's
+    offer must not take a job that an agent without GPUs, busy offering nothing now, has
+    room for; once that agent is full, the GPU agent's spare cores are used."""
+    driver = driver_of(system)
+    system.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [offer("plain")])  # 2 cores, 1 taken now
+    system.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [offer("gpu", gpus=1)])
+    assert [offer_id for offer_id, _ in driver.launches] == ["o-plain"]
+    assert driver.declined == ["o-gpu"]
+    driver.scheduler.resourceOffers(driver, [offer("plain", cpus=1)])  # its last core
+    system.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [offer("gpu", gpus=1)])
+    assert [offer_id for offer_id, _ in driver.launches] == ["o-plain", "o-plain", "o-gpu"]
+
+
 def test_a_gpu_job_is_not_placed_on_an_agent_without_enough_gpus(system):
     driver = driver_of(system)
     system.issueBatchJob("true", job(gpu(2)))
