@@ -91,6 +91,10 @@ class ClusterOptions:
     #: unreserved. Ports stay unreserved either way.
     reserve: str | None = None
 
+    # -- GPUs: ``gpus`` GPU devices on each of the first ``gpu_agents`` agents ---------------
+    gpus: int = 0
+    gpu_agents: int = 1
+
     def validate(self) -> None:
         """Raise ClusterError naming the first bad option."""
         if self.agents < 1:
@@ -112,6 +116,22 @@ class ClusterOptions:
                 ) from None
             if self.reserve == "*":
                 raise ClusterError("--reserve '*' reserves nothing; name a role such as 'toil'")
+        self._validate_gpus()
+
+    def _validate_gpus(self) -> None:
+        if self.gpus < 0:
+            raise ClusterError(f"--gpus must not be negative, not {self.gpus}")
+        if not self.gpus and self.gpu_agents != 1:
+            raise ClusterError("--gpu-agents says which agents get --gpus; give --gpus N too")
+        if self.gpus and not 1 <= self.gpu_agents <= self.agents:
+            raise ClusterError(
+                f"--gpu-agents must be between 1 and --agents ({self.agents}), "
+                f"not {self.gpu_agents}"
+            )
+
+    def agent_gpus(self, index: int) -> int:
+        """How many GPU devices agent *index* has: ``gpus`` on the first ``gpu_agents``."""
+        return self.gpus if index < self.gpu_agents else 0
 
     def resources(self, index: int) -> str:
         """The agent's ``--resources`` string (see ``_protocol``), Mesos' own syntax.
@@ -121,8 +141,10 @@ class ClusterOptions:
         low = _PORTS_BASE + index * _PORTS_PER_AGENT
         cpus = int(self.cpus) if float(self.cpus).is_integer() else self.cpus
         role = f"({self.reserve})" if self.reserve is not None else ""
-        return (f"cpus{role}:{cpus};mem{role}:{self.mem};disk{role}:{self.disk};"
+        text = (f"cpus{role}:{cpus};mem{role}:{self.mem};disk{role}:{self.disk};"
                 f"ports:[{low}-{low + 99}]")
+        gpus = self.agent_gpus(index)
+        return f"{text};gpus:{gpus}" if gpus else text
 
     def to_json(self) -> dict[str, object]:
         """The options as ``cluster.json`` records them (for people reading it)."""
@@ -134,6 +156,8 @@ class ClusterOptions:
             "hide": [str(p) for p in self.hide],
             "netns": self.netns,
             "reserve": self.reserve,
+            "gpus": self.gpus,
+            "gpu_agents": self.gpu_agents if self.gpus else 0,
         }
 
 

@@ -9,6 +9,9 @@ reserved for its role (or an ancestor of it); what it cannot use stays for the n
 so an agent's reservations for ``toil`` go to a framework in ``toil`` even while another
 framework holds the agent's unreserved part. Reserved resources appear in the format the
 framework speaks (``reservations`` with ``RESERVATION_REFINEMENT``, else ``role``).
+An agent with ``gpus`` is offered only to frameworks declaring the ``GPU_RESOURCES``
+capability, as Mesos' allocator does by default (so frameworks unaware of GPUs cannot fill GPU
+machines).
 Everything that frees or changes resources calls :meth:`Allocator.wake` so the next
 :meth:`~toil_mesos.cluster._master_state.MasterState.tick` runs a round at once.
 """
@@ -46,6 +49,8 @@ DEFAULT_REFUSE_SECONDS: Final = 5.0
 #: ``--min_allocatable_resources=cpus:0.01|mem:32`` (the recorded master's default).
 _MIN_CPUS: Final = 0.01
 _MIN_MEM: Final = 32.0
+#: The capability a framework needs to be offered agents with GPUs.
+_GPU_RESOURCES: Final = "GPU_RESOURCES"
 
 #: What every accepted offer must share, and the recorded message when one does not.
 _SAME_FOR_ALL_OFFERS: Final = (
@@ -272,8 +277,11 @@ class Allocator:
             if agent.state is not AgentLifecycle.CONNECTED:
                 continue
             available = self.available(agent.agent_id)
+            gpu_agent = agent.total.scalar("gpus") > 0
             # A crude stand-in for DRF: the framework holding the fewest cpus goes first.
             for framework in sorted(frameworks, key=lambda f: (self._share(f), f.order)):
+                if gpu_agent and _GPU_RESOURCES not in framework.capabilities:
+                    continue
                 usable = available.usable_by(framework.role)
                 if usable.scalar("cpus") < _MIN_CPUS and usable.scalar("mem") < _MIN_MEM:
                     continue

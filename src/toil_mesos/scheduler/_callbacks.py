@@ -132,7 +132,8 @@ class DriverCallbacks(Scheduler):
             capacities, held_back, set_aside = self._usable_offers(offers)
             deployment = self._deployer.deployment or NOTHING_SHIPS
             pairs = warm_first(list(capacities.values()), table.warm_agents(deployment.sha256))
-            launches = table.queue.place([capacity for _, capacity in pairs])
+            launches = table.queue.place([capacity for _, capacity in pairs],
+                                         elsewhere=self._room_elsewhere(offers, pairs))
             for index, jobs in launches.items():
                 self._launch(driver, pairs[index][0], self._within_allowance(pairs[index][0], jobs))
             refuse = _DECLINE_BUSY_SECONDS if len(table.queue) else _DECLINE_IDLE_SECONDS
@@ -179,6 +180,18 @@ class DriverCallbacks(Scheduler):
         if changed:
             table.queue.set_agents(table.agents.values())
         return usable, held_back, set_aside
+
+    def _room_elsewhere(self, offers: list[Any],
+                        pairs: list[tuple[Any, Capacity]]) -> list[Capacity]:
+        """In a round with GPU offers: the room that agents without GPUs which offered nothing
+        now are known to have, so jobs without GPUs wait for them instead of a GPU agent."""
+        if not any(capacity.gpus > 0 for _, capacity in pairs):
+            return []
+        table = self._table
+        exclude = {str(o["agent_id"]["value"]) for o in offers}
+        exclude.update(a for a in table.agents
+                       if self._health.is_set_aside(a) or table.hostnames.get(a) in table.ignored)
+        return table.room_without_gpus(exclude)
 
     def _allowance(self, agent_id: str) -> int | None:
         """How many more tasks an agent may get now: after a failed start one at a time, and
@@ -344,8 +357,13 @@ class DriverCallbacks(Scheduler):
 
 
 def never_fits_message(job: JobRequest) -> str:
-    return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
-            f"{job.disk} bytes of disk, which no agent of this cluster has")
+    if not job.gpus:
+        return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
+                f"{job.disk} bytes of disk, which no agent of this cluster has")
+    return (f"job {job.job_id} needs {job.gpus} GPUs with {job.cores} cores, {job.memory} "
+            f"bytes of memory and {job.disk} bytes of disk on one agent, which no agent of "
+            "this cluster has (agents offer GPUs as the 'gpus' resource, e.g. Mesos agents "
+            "with --isolation=gpu/nvidia, or `toil-mesos cluster up --gpus N`)")
 
 
 def _is_fetch_failure(status: Any) -> bool:

@@ -7,9 +7,9 @@ hash: a restarted workflow with changed code gets new executors, never a stale o
 
 The executor asks for no resources of its own, so a 2-core agent runs two 1-core jobs; the
 tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores in
-thousandths rounded up. Each task's resources are exact slices of the offer's own resource
-objects (reservations, role and ``allocation_info`` kept), reserved ones first:
-:mod:`toil_mesos.scheduler._carving`.
+thousandths rounded up, and a job with GPU accelerators also asks for that many ``gpus``. Each
+task's resources are exact slices of the offer's own resource objects (reservations, role and
+``allocation_info`` kept), reserved ones first: :mod:`toil_mesos.scheduler._carving`.
 """
 
 from __future__ import annotations
@@ -111,17 +111,15 @@ def task_amounts(job: JobRequest) -> dict[str, float]:
     """What a task of *job* takes, by Mesos resource name, in Mesos' units.
 
     Cores are rounded up to thousandths and memory and disk to whole MiB, exactly as
-    placement compared them. A ``gpus`` field of the request, when there is one, is carved
-    the same way as any other scalar.
+    placement compared them. A job's GPUs are carved the same way as any other scalar.
     """
     amounts = {
         "cpus": millicores(job.cores) / 1000,
         "mem": float(mib(job.memory)),
         "disk": float(mib(job.disk)),
     }
-    gpus = getattr(job, "gpus", 0)
-    if isinstance(gpus, int | float) and gpus > 0:
-        amounts["gpus"] = float(gpus)
+    if job.gpus > 0:
+        amounts["gpus"] = float(job.gpus)
     return amounts
 
 
@@ -190,7 +188,7 @@ class TaskBuilder:
         built = []
         sizes: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}
         for job, name, command, environment in jobs:
-            size = (*job.size, getattr(job, "gpus", 0))
+            size = (*job.size, job.gpus)
             wanted = sizes.get(size)
             if wanted is None:  # once per size, not per task
                 wanted = sizes[size] = thousandths(task_amounts(job))
