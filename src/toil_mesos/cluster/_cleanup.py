@@ -4,7 +4,8 @@ A mini-cluster run for many workflows accumulates, in each agent's work dir, one
 executor (with its fetched bundle and Toil's files) and the fetcher cache: gigabytes after a
 few dozen runs. ``down`` removes exactly what the daemons made there, found from each
 recorded daemon's own ``--work-dir`` argument, and nothing else: the agents' ``slaves/``
-(sandboxes) and ``fetchcache/``, then each daemon's work dir and ``agents/`` if that left them
+(sandboxes) and ``fetchcache/``, the cluster's own ZooKeeper's ``version-2/``, then each
+daemon's work dir and ``agents/`` if that left them
 empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the cluster's directory, or
 anything else a user put in these directories, is never touched.
 """
@@ -19,16 +20,27 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+from toil_mesos.cluster._zookeeper import ZOOKEEPER_MAIN
+
 __all__ = ["remove_daemon_products"]
 
 logger = logging.getLogger(__name__)
 
 #: What each role makes inside its ``--work-dir``.
-_PRODUCTS: Final = {"agent": ("slaves", "fetchcache"), "master": ()}
+_PRODUCTS: Final = {
+    "agent": ("slaves", "fetchcache"),
+    "master": (),
+    # The cluster's own ZooKeeper: its snapshots and transaction logs (elections of one run).
+    "zookeeper": ("version-2",),
+}
 
 
-def _work_dir_of(argv: Sequence[str]) -> Path | None:
-    """The ``--work-dir`` a daemon was started with (its argv may be wrapped by isolation)."""
+def _work_dir_of(role: str, argv: Sequence[str]) -> Path | None:
+    """The ``--work-dir`` a daemon was started with (its argv may be wrapped by isolation);
+    for ZooKeeper, its data directory, the second word after its main class."""
+    if role == "zookeeper":
+        at = argv.index(ZOOKEEPER_MAIN) + 2 if ZOOKEEPER_MAIN in argv else len(argv)
+        return Path(argv[at]) if at < len(argv) else None
     for index, word in enumerate(argv[:-1]):
         if word == "--work-dir":
             return Path(argv[index + 1])
@@ -48,7 +60,7 @@ def remove_daemon_products(
     done: list[str] = []
     emptied: list[Path] = []
     for role, argv in daemons:
-        work_dir = _work_dir_of(argv)
+        work_dir = _work_dir_of(role, argv)
         if work_dir is None:
             continue
         work_dir = work_dir.resolve()
