@@ -6,7 +6,8 @@ registers with the leader and gets the agent's offers; ``status`` names the lead
 standbys; the leader is SIGKILLed; ``status`` names the new leader, the framework re-registers
 with it under the same id and the agent's offers come from it; ``down`` stops everything,
 ZooKeeper included, and removes ZooKeeper's data. The twin, one master without ZooKeeper, has
-no leader once its master is killed and its framework never re-registers.
+no leader once its master is killed and its framework never re-registers. ``--credentials``
+reaches every master.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from launcher_helpers import become_subreaper, cli, processes_mentioning, reap
 
 from toil_mesos.cluster._zookeeper import zookeeper_available
 from toil_mesos.cluster.testing import cluster_work_dir
-from toil_mesos.mesos import DriverStatus, SchedulerDriver
+from toil_mesos.mesos import Credentials, DriverStatus, SchedulerDriver
+from toil_mesos.mesos._scheduler_state import AuthenticationRefused
 from toil_mesos.mesos.interface import Scheduler
 
 pytestmark = pytest.mark.integration
@@ -196,3 +198,37 @@ def test_several_masters_without_zookeeper_are_refused(work_dir: Path) -> None:
     assert done.stdout == ""
     assert processes_mentioning(str(target)) == []
     assert not (target / "cluster.json").exists()
+
+
+def test_credentials_reach_every_master(work_dir: Path) -> None:
+    target = work_dir / "cluster"
+    secrets = work_dir / "credentials.json"
+    secrets.write_text(json.dumps({"credentials": [{"principal": "toil", "secret": "s3cret"}]}))
+    up = cli("cluster", "up", "--work-dir", str(target), "--masters", "2", "--zk",
+             "--agents", "1", "--credentials", str(secrets))
+    assert up.returncode == 0, up.stderr
+    endpoint = up.stdout.strip()
+    record = json.loads((target / "cluster.json").read_text())
+    pids = [d["pid"] for d in record["daemons"]]
+    masters = [d for d in record["daemons"] if d["role"] == "master"]
+    try:
+        assert len(masters) == 2
+        assert all(d["argv"][d["argv"].index("--credentials") + 1] == str(secrets)
+                   for d in masters)
+        refused = SchedulerDriver(_Recorder(), {**INFO, "principal": "toil"}, endpoint,
+                                  stop_timeout=5.0, credentials=Credentials("toil", "wrong"))
+        refused.start()
+        with pytest.raises(AuthenticationRefused, match="--mesosSecretFile"):
+            refused.join(WAIT)
+        recorder = _Recorder()
+        driver = SchedulerDriver(recorder, INFO, endpoint, stop_timeout=5.0,
+                                 credentials=Credentials("toil", "s3cret"))
+        driver.start()
+        try:
+            assert recorder.wait_for(lambda: recorder.offers), recorder.registrations
+        finally:
+            driver.stop()
+    finally:
+        down = cli("cluster", "down", "--work-dir", str(target))
+        reap(pids)
+    assert down.returncode == 0, down.stderr
