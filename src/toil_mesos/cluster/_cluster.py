@@ -17,13 +17,13 @@ import secrets
 import select
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from toil_mesos.cluster._cluster_masters import ZK_PATH, master_argv, start_zookeeper
 from toil_mesos.cluster._cluster_options import (
     ClusterError,
     ClusterOptions,
@@ -48,7 +48,6 @@ from toil_mesos.cluster._isolation import (
     mount_namespace_of,
     net_namespace_of,
 )
-from toil_mesos.cluster._master_election import current_leader
 from toil_mesos.cluster._supervision import (
     KILL_WAIT,
     SAFETY_POLL,
@@ -59,15 +58,10 @@ from toil_mesos.cluster._supervision import (
     spawn,
     teardown,
 )
-from toil_mesos.cluster._zookeeper import answers, zookeeper_command
-from toil_mesos.mesos._master_spec import ZooKeeperMasters, parse_master_spec
 
-__all__ = ["ZK_PATH", "Cluster"]
+__all__ = ["Cluster"]
 
 logger = logging.getLogger("toil_mesos.cluster.launcher")
-
-#: The election znode of the masters under the cluster's own ZooKeeper (Mesos' usual one).
-ZK_PATH = "/mesos"
 
 
 @dataclass(kw_only=True)
@@ -234,34 +228,21 @@ class Cluster:
 
     def _start_zookeeper(self, host: str) -> str:
         """Start the cluster's own ZooKeeper on *host*; the masters' ``zk://`` URL."""
+        log = self.work_dir / "logs" / "zookeeper.log"
         data_dir = self._make_dir(self.work_dir / "zookeeper")
-        with socket.socket() as probe:  # a free port; ZooKeeper cannot report one it picked
-            probe.bind((host, 0))
-            port = int(probe.getsockname()[1])
-        try:
-            argv = zookeeper_command(host, port, data_dir)
-        except RuntimeError as exc:
-            raise ClusterError(f"--zk: {exc}") from None
+        argv, process, port = start_zookeeper(
+            data_dir, host, log, timeout=self.options.ready_timeout
+        )
         self.zookeeper = _Daemon(
             role="zookeeper",
             index=0,
             argv=argv,
-            log=self.work_dir / "logs" / "zookeeper.log",
-            ready_file=self.work_dir / "run" / "zookeeper.ready",
+            log=log,
+            ready_file=self.work_dir / "run" / "zookeeper.ready",  # never written: it answers
+            process=process,
+            first_start_time=process.start_time,
+            ready={"address": f"{host}:{port}", "pid": process.pid},
         )
-        self._launch(self.zookeeper)
-        deadline = time.monotonic() + self.options.ready_timeout
-        assert self.zookeeper.process is not None
-        while not answers(host, port, 1.0):
-            self._check_alive(self.zookeeper)
-            if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"zookeeper did not answer on {host}:{port} within "
-                    f"{self.options.ready_timeout:g} s; see {self.zookeeper.log}:\n"
-                    f"{log_tail(self.zookeeper.log)}"
-                )
-            self.zookeeper.process.wait(0.2)  # wakes at once if it dies
-        self.zookeeper.ready = {"address": f"{host}:{port}", "pid": self.zookeeper.process.pid}
         return f"zk://{host}:{port}{ZK_PATH}"
 
     def _master(self, index: int, host: str, zk: str | None) -> _Daemon:
@@ -270,22 +251,9 @@ class Cluster:
         parent = self.work_dir if index == 0 else self._make_dir(self.work_dir / "masters")
         work_dir = self._make_dir(parent / ("master" if index == 0 else str(index)))
         ready = self.work_dir / "run" / f"{stem}.ready"
-        argv = [
-            *self._command("master"),
-            "--host",
-            host,
-            "--port",
-            "0",
-            "--work-dir",
-            str(work_dir),
-            "--ready-file",
-            str(ready),
-        ]
-        if zk is not None:
-            argv += ["--zk", zk, "--zk-session-timeout", f"{self.options.zk_session_timeout:g}"]
-        if self.options.credentials is not None:
-            argv += ["--credentials", str(self.options.credentials.resolve())]
-        argv += self.options.master_args
+        argv = master_argv(
+            self._command("master"), self.options, host=host, work_dir=work_dir, ready=ready, zk=zk
+        )
         return _Daemon(
             role="master",
             index=index,
@@ -469,26 +437,13 @@ class Cluster:
             return self.master
         if isinstance(which, int) and 0 <= which < len(self.agents):
             return self.agents[which]
-        for daemon in (*self.masters, *([self.zookeeper] if self.zookeeper else [])):
+        for daemon in self.masters:
             if which == daemon.name:
                 return daemon
         names = ", ".join(d.name for d in self.masters)
         raise ClusterError(
             f"no such daemon: {which!r} (agents are 0..{len(self.agents) - 1}; masters: {names})"
         )
-
-    def leader(self, *, timeout: float = 5.0) -> str | None:
-        """The name of the master leading now (``master 2``), asked of ZooKeeper; None while
-        none leads. A lone master without ZooKeeper always leads.
-
-        :raises ConnectionError: when ZooKeeper does not answer.
-        """
-        if not self.endpoint.startswith("zk://"):
-            return self.master.name if self.master is not None else None
-        spec = parse_master_spec(self.endpoint)
-        assert isinstance(spec, ZooKeeperMasters)
-        address = current_leader(spec, timeout=timeout)
-        return next((m.name for m in self.masters if m.ready.get("address") == address), None)
 
     def stop(
         self,

@@ -144,6 +144,12 @@ class ClusterOptions:
                 raise ClusterError(str(exc).replace("--mesosEndpoint", "--zk", 1)) from None
             if not isinstance(spec, ZooKeeperMasters):
                 raise ClusterError(f"--zk {self.zk!r}: expected zk://HOST:PORT[,...]/PATH")
+            hosts = [h.rpartition(":")[0] or h for h in spec.hosts.split(",")]
+            if self.netns and any(h == "localhost" or h.startswith("127.") for h in hosts):
+                raise ClusterError(
+                    f"--zk {self.zk!r} is on loopback, which agents in their own network "
+                    "namespaces (--netns) cannot reach: use an address they can, or --zk alone"
+                )
         if not self.zk_session_timeout > 0:
             raise ClusterError(
                 f"--zk-session-timeout must be positive, not {self.zk_session_timeout}"

@@ -27,6 +27,7 @@ from typing import Any
 
 from toil_mesos.cluster._cleanup import remove_daemon_products
 from toil_mesos.cluster._cluster import Cluster
+from toil_mesos.cluster._cluster_masters import leading_master
 from toil_mesos.cluster._cluster_options import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
@@ -42,9 +43,7 @@ from toil_mesos.cluster._cluster_record import (
     locked,
     read_record,
 )
-from toil_mesos.cluster._master_election import current_leader
 from toil_mesos.cluster._supervision import ProcessRef, teardown
-from toil_mesos.mesos._master_spec import ZooKeeperMasters, parse_master_spec
 
 __all__ = [
     "CLUSTER_FILE",
@@ -127,17 +126,12 @@ def _leader(
     if not record.endpoint.startswith("zk://"):
         name = next(iter(addresses))
         return (name, None) if running.get(name, False) else (None, f"{name} is down")
-    spec = parse_master_spec(record.endpoint)
-    assert isinstance(spec, ZooKeeperMasters)
     try:
-        address = current_leader(spec, timeout=timeout)
+        leading = leading_master(record.endpoint, addresses, timeout=timeout)
     except ConnectionError as exc:
         return None, str(exc)
-    if address is None:
-        return None, f"no master leads in {record.endpoint}"
-    leading = next((n for n, a in addresses.items() if a == address), None)
     if leading is None:
-        return None, f"{address} leads in {record.endpoint}: none of this cluster's masters"
+        return None, f"none of this cluster's masters leads in {record.endpoint}"
     return leading, None
 
 

@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Final
 
 import toil_mesos
+from toil_mesos.cluster._cluster_masters import leading_master
 from toil_mesos.cluster._isolation import Network
 from toil_mesos.cluster.launcher import (
     DEFAULT_READY_TIMEOUT,
@@ -40,6 +41,7 @@ from toil_mesos.cluster.launcher import (
     Cluster,
     ClusterOptions,
     ClusterRecord,
+    master_addresses,
 )
 
 __all__ = ["WORK_DIR_BASE_ENV", "MiniCluster", "cluster_work_dir", "leader_venv"]
@@ -223,7 +225,10 @@ class MiniCluster:
 
         :raises ConnectionError: when ZooKeeper does not answer.
         """
-        return self._cluster.leader(timeout=timeout)
+        record = self.record
+        if not record.endpoint.startswith("zk://"):
+            return "master" if self.running("master") else None
+        return leading_master(record.endpoint, master_addresses(record), timeout=timeout)
 
     # -- faults --
 

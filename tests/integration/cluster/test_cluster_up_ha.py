@@ -148,7 +148,8 @@ def test_three_masters_elect_fail_over_and_leave_nothing(work_dir: Path) -> None
         assert recorder.wait_for(lambda: (second, agent_id) in recorder.offers), (
             recorder.registrations, recorder.offers)
         assert ("reregistered", second) in recorder.registrations
-        assert after["state"]["frameworks"][0]["name"] == INFO["name"]
+        state = _status(target)[1]["state"]  # read from the new leader
+        assert [f["id"] for f in state["frameworks"]] == [driver.framework_id]
     finally:
         if driver is not None:
             assert driver.stop() is DriverStatus.DRIVER_STOPPED

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from toil_mesos.cluster._cleanup import _work_dir_of
+from toil_mesos.cluster._cluster_masters import master_argv
 from toil_mesos.cluster._cluster_options import ClusterError, ClusterOptions
 from toil_mesos.cluster._cluster_record import ClusterRecord, DaemonRecord
 from toil_mesos.cluster._zookeeper import zookeeper_available, zookeeper_command
@@ -29,6 +30,7 @@ from toil_mesos.cluster.launcher import ClusterStatus, master_addresses
         ({"zk": "zk://127.0.0.1:2181/mesos", "start_zookeeper": True}, "not both"),
         ({"zk": "zk://127.0.0.1:2181/mesos", "zk_session_timeout": 0.0},
          "--zk-session-timeout must be positive"),
+        ({"zk": "zk://localhost:2181/mesos", "netns": True}, "is on loopback, which agents"),
     ],
 )
 def test_bad_master_options_are_named(options: dict[str, object], message: str) -> None:
@@ -130,3 +132,17 @@ def test_down_finds_zookeepers_data_dir_in_its_command_line(tmp_path: Path) -> N
     assert _work_dir_of("zookeeper", argv) == tmp_path / "zk"
     assert _work_dir_of("zookeeper", ["java", "-cp", "x"]) is None
     assert _work_dir_of("master", ["m", "--work-dir", "/w/m"]) == Path("/w/m")
+
+
+def test_master_command_lines(tmp_path: Path) -> None:
+    secrets = tmp_path / "credentials.json"
+    lone = master_argv(["m"], ClusterOptions(master_args=("--offer-interval", "0.5")),
+                       host="127.0.0.1", work_dir=tmp_path / "w", ready=tmp_path / "r", zk=None)
+    assert lone == ["m", "--host", "127.0.0.1", "--port", "0", "--work-dir", str(tmp_path / "w"),
+                    "--ready-file", str(tmp_path / "r"), "--offer-interval", "0.5"]
+    options = ClusterOptions(masters=3, start_zookeeper=True, zk_session_timeout=2.5,
+                             credentials=secrets)
+    elected = master_argv(["m"], options, host="10.0.0.1", work_dir=tmp_path, ready=tmp_path,
+                          zk="zk://10.0.0.1:2181/mesos")
+    assert elected[-6:] == ["--zk", "zk://10.0.0.1:2181/mesos", "--zk-session-timeout", "2.5",
+                            "--credentials", str(secrets)]
