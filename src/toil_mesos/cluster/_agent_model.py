@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from toil_mesos.cluster._agent_config import AgentConfig
+from toil_mesos.cluster._agent_gpus import GpuDevices, gpus_in
 from toil_mesos.cluster._executors import ExecutorProcess
 from toil_mesos.cluster._status_updates import StatusUpdateManager
 from toil_mesos.mesos._recordio import encode_record
@@ -198,6 +199,8 @@ class AgentCore:
         self.outbox: queue.Queue[AgentCall] = queue.Queue()
         self.server: ThreadingHTTPServer | None = None
         self.start_time = wall_clock()
+        #: The GPU devices (``gpus`` in ``--resources``) and the tasks holding them.
+        self.gpus = GpuDevices(gpus_in(config.resources))
 
     @property
     def address_or_none(self) -> str | None:

@@ -92,7 +92,10 @@ class MiniCluster:
     ``netns``) plus ``timeout`` for readiness, ``private_tmp`` (None: when the machine can),
     extra daemon arguments (``master_args``, ``agent_args``, e.g. a short
     ``--agent-timeout`` for agent-loss tests), and ``executor_env``, the variables every
-    executor gets (the agents' ``--executor-environment-variables``).
+    executor gets (the agents' ``--executor-environment-variables``), ``reserve``, a role
+    each agent's cpus, mem and disk are statically reserved for (``cluster up --reserve``),
+    and ``gpus`` GPU devices for each of the first ``gpu_agents`` agents (``cluster up
+    --gpus N --gpu-agents K``).
 
     ``masters`` > 1 needs ``zk``: True starts the cluster's own ZooKeeper (``cluster up
     --zk``), a ``zk://`` URL uses one already running; ``zk_session_timeout`` is how soon a
@@ -120,6 +123,9 @@ class MiniCluster:
         masters: int = 1,
         zk: bool | str = False,
         zk_session_timeout: float = DEFAULT_ZK_SESSION_TIMEOUT,
+        reserve: str | None = None,
+        gpus: int = 0,
+        gpu_agents: int = 1,
     ) -> None:
         self._cluster = Cluster(
             work_dir,
@@ -142,6 +148,9 @@ class MiniCluster:
                 start_zookeeper=zk is True,
                 zk=zk if isinstance(zk, str) else None,
                 zk_session_timeout=zk_session_timeout,
+                reserve=reserve,
+                gpus=gpus,
+                gpu_agents=gpu_agents,
             ),
         )
         self._record: ClusterRecord | None = None
