@@ -22,7 +22,7 @@ from typing import Final
 
 from toil_mesos.cluster._zookeeper import ZOOKEEPER_MAIN
 
-__all__ = ["AGENT_BUNDLE_CACHE", "remove_daemon_products"]
+__all__ = ["AGENT_BUNDLE_CACHE", "remove_daemon_products", "work_dir_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ _PRODUCTS: Final = {
 }
 
 
-def _work_dir_of(role: str, argv: Sequence[str]) -> Path | None:
+def work_dir_of(role: str, argv: Sequence[str]) -> Path | None:
     """The ``--work-dir`` a daemon was started with (its argv may be wrapped by isolation);
     for ZooKeeper, its data directory, the second word after its main class."""
     if role == "zookeeper":
@@ -62,7 +62,7 @@ def remove_daemon_products(
     done: list[str] = []
     emptied: list[Path] = []
     for role, argv in daemons:
-        work_dir = _work_dir_of(role, argv)
+        work_dir = work_dir_of(role, argv)
         if work_dir is None:
             continue
         work_dir = work_dir.resolve()

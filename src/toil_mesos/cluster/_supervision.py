@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from toil_mesos.cluster._cleanup import work_dir_of
 from toil_mesos.cluster._cluster_options import ClusterError
 from toil_mesos.cluster._isolation import IsolationError, Network, pids_in_mount_namespace
 
@@ -278,13 +279,42 @@ def teardown(record: ClusterRecord, *, timeout: float) -> list[str]:
     return done
 
 
+#: What an agent sets in the environment of every executor it starts (and their children
+#: inherit): the sandbox, under the agent's work dir.
+_SANDBOX_VARIABLES = (b"MESOS_DIRECTORY=", b"MESOS_SANDBOX=")
+
+
+def _in_sandbox_of(pid: int, work_dir: Path | None) -> bool:
+    """Whether process *pid* runs for an executor of the agent whose work dir is *work_dir*.
+
+    A recorded mount namespace's inode is only unique while the namespace lives: once the
+    last process of an old namespace (a restarted agent's) has gone, the kernel may give the
+    number to another cluster's agent. So a process found by namespace is ours only if it
+    also carries one of our sandboxes in its environment, which every executor (and what it
+    starts) has from the agent.
+    """
+    if work_dir is None:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    prefixes = tuple({os.fsencode(str(d)) + b"/" for d in (work_dir, work_dir.resolve())})
+    return any(
+        entry.startswith(name) and entry[len(name):].startswith(prefixes)
+        for entry in environ for name in _SANDBOX_VARIABLES
+    )
+
+
 def _leftovers(agents: Sequence[DaemonRecord], network: Network | None) -> list[ProcessRef]:
     found: dict[int, ProcessRef] = {}
     for agent in agents:
+        work_dir = work_dir_of("agent", agent.argv)
         for inode in agent.mount_namespaces:
             for pid in pids_in_mount_namespace(inode):
                 ref = ProcessRef.of(pid)
-                if ref is not None and ref.start_time >= agent.first_start_time:
+                if (ref is not None and ref.start_time >= agent.first_start_time
+                        and _in_sandbox_of(pid, work_dir)):
                     found[pid] = ref
     if network is not None:
         for pid in network.leftover_pids():

@@ -221,8 +221,15 @@ def _fake(argv: Sequence[str]) -> int:
         with opener.open(request, timeout=10) as answer:
             answer.read()
         if args.fake_leave_child:
-            # An "executor" in a session of its own that the agent never stops.
-            subprocess.Popen(["sleep", "300"], start_new_session=True)
+            # An "executor" in a session of its own that the agent never stops, with the
+            # sandbox in its environment as an agent gives every executor; and a process of
+            # the namespace that is no executor of this agent (another cluster's, found by a
+            # reused namespace number), which teardown must leave alone.
+            sandbox = Path(args.work_dir).resolve() / "slaves" / "S" / "runs" / "R"
+            environment = {**os.environ, "MESOS_DIRECTORY": str(sandbox)}
+            subprocess.Popen(["sleep", "300"], start_new_session=True, env=environment)
+            subprocess.Popen(["sleep", "301"], start_new_session=True,
+                             env={**environment, "MESOS_DIRECTORY": "/elsewhere/slaves/S"})
     if args.fake_wrong_pid:
         ready["pid"] = 1
     if not args.fake_never_ready:

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -211,12 +212,16 @@ def test_executor_left_behind_by_agent_is_stopped_at_teardown(shared_dir: Path) 
     ) as cluster:
         inode = mount_namespace_of(cluster.agents[0].pid)
         assert inode is not None and inode != mount_namespace_of(os.getpid())
-        inside = [ProcessRef.of(pid) for pid in pids_in_mount_namespace(inode)]
-        refs = [r for r in inside if r is not None]
-        assert len(refs) == 2  # the agent and its "executor"
+        inside = {pid: ProcessRef.of(pid) for pid in pids_in_mount_namespace(inode)}
+        refs = {pid: r for pid, r in inside.items() if r is not None}
+        assert len(refs) == 3  # the agent, its "executor" and a stranger
+        stranger = next(pid for pid in refs if b"301" in Path(f"/proc/{pid}/cmdline").read_bytes())
         cluster.kill_agent(0)  # a crash: the executor keeps running
-        assert any(r.running() for r in refs)
-    assert not any(r.running() for r in refs)
+        assert any(r.running() for r in refs.values())
+    try:
+        assert [pid for pid, r in refs.items() if r.running()] == [stranger]
+    finally:
+        os.kill(stranger, signal.SIGKILL)
 
 
 # --- network namespaces --------------------------------------------------------------------------

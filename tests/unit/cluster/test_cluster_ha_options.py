@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from toil_mesos.cluster._cleanup import _work_dir_of
+from toil_mesos.cluster._cleanup import work_dir_of
 from toil_mesos.cluster._cluster_masters import master_argv
 from toil_mesos.cluster._cluster_options import ClusterError, ClusterOptions
 from toil_mesos.cluster._cluster_record import ClusterRecord, DaemonRecord
@@ -129,9 +129,9 @@ def test_down_finds_zookeepers_data_dir_in_its_command_line(tmp_path: Path) -> N
     if zookeeper_available() is not None:
         pytest.skip(str(zookeeper_available()))
     argv = zookeeper_command("127.0.0.1", 2181, tmp_path / "zk")
-    assert _work_dir_of("zookeeper", argv) == tmp_path / "zk"
-    assert _work_dir_of("zookeeper", ["java", "-cp", "x"]) is None
-    assert _work_dir_of("master", ["m", "--work-dir", "/w/m"]) == Path("/w/m")
+    assert work_dir_of("zookeeper", argv) == tmp_path / "zk"
+    assert work_dir_of("zookeeper", ["java", "-cp", "x"]) is None
+    assert work_dir_of("master", ["m", "--work-dir", "/w/m"]) == Path("/w/m")
 
 
 def test_master_command_lines(tmp_path: Path) -> None:
