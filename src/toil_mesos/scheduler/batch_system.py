@@ -124,6 +124,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             "user": self._options.user,
             "name": self._options.name,
             "failover_timeout": 300.0,
+            # Agents keep this workflow's executors across their restarts (agent-recovery.md).
+            "checkpoint": self._options.checkpoint,
             "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"}],
             "roles": [self._options.role or "*"],
         }
