@@ -330,7 +330,9 @@ class MasterState:
             executor_id = value_of(body.get("executor_id")) or ""
             if agent.executors.pop((framework_id, executor_id), None) is not None:
                 self._allocator.wake()
-            carried = {"executor_id": id_of(executor_id), "status": body.get("status")}
+            carried = {"executor_id": id_of(executor_id)}
+            if body.get("status") is not None:  # unknown for an executor a restart recovered
+                carried["status"] = body["status"]
         else:
             carried = {"executor_id": body.get("executor_id"), "data": body.get("data", "")}
         if framework is None or framework.stream_id is None:
