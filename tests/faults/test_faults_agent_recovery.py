@@ -109,6 +109,8 @@ def test_jobs_run_once_across_an_agent_restart_only_with_checkpointing(
         assert [len(a) for a in attempts] == [1] * JOBS, attempts
         assert all(a[0].end is not None and a[0].end > restarted for a in attempts), attempts
         assert not LOST.findall(output), output[-6000:]
+        # The executor's re-subscription told the scheduler, which reconciled that agent.
+        assert "recovered after a restart; reconciling its tasks" in output, output[-6000:]
     else:
         # The twin: the first attempts died with the agent's executor and ran again.
         assert [len(a) for a in attempts] == [2] * JOBS, attempts
