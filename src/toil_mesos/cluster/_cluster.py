@@ -257,6 +257,7 @@ class Cluster:
                 "--executor-environment-variables",
                 json.dumps(dict(self.options.executor_env), sort_keys=True),
             ]
+        argv += self.options.recovery_args()
         argv += self.options.agent_args
         if self.isolation is not None:
             argv = self.isolation.wrap(argv)

@@ -188,3 +188,31 @@ class TestRecoveryPieces:
         )
         config = config_from_args(args)
         assert (config.recovery_timeout, config.executor_reregistration_timeout) == (900.0, 2.0)
+
+
+class TestClusterOptions:
+    def test_recovery_options_become_agent_flags(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from toil_mesos import cli
+        from toil_mesos.cluster import launcher
+
+        seen: list[launcher.ClusterOptions] = []
+
+        def up(work_dir: Path, options: launcher.ClusterOptions) -> Any:
+            seen.append(options)
+            raise launcher.ClusterError("stop here")
+
+        monkeypatch.setattr(launcher, "up", up)
+        argv = ["cluster", "up", "--work-dir", "/nonexistent", "--agent-recovery-timeout", "60",
+                "--executor-reregistration-timeout", "5"]
+        assert cli.main(argv) != 0
+        [options] = seen
+        assert options.recovery_args() == (
+            "--recovery-timeout", "60.0", "--executor-reregistration-timeout", "5.0"
+        )
+        assert launcher.ClusterOptions().recovery_args() == ()
+
+    def test_a_bad_value_names_its_option(self) -> None:
+        from toil_mesos.cluster.launcher import ClusterError, ClusterOptions
+
+        with pytest.raises(ClusterError, match="--executor-reregistration-timeout"):
+            ClusterOptions(executor_reregistration_timeout=0).validate()
