@@ -263,7 +263,7 @@ class DriverCallbacks(Scheduler):
         with self._table.lock:
             self._table.node_reports[agent_id] = report
             self._table.hostnames.setdefault(agent_id, report.hostname)
-        if report.resubscribed:
+        if getattr(report, "resubscribed", False):  # read with getattr, like staged_bundles
             # An executor re-subscribed with its restarted agent, which has registered with
             # the master again (the agent forwards messages only then): what the agent
             # recovered is known, and tasks it did not are reported, so ask about its tasks.
