@@ -142,6 +142,8 @@ class ExecutorRecord:
     for_command_task: bool = False
     #: Recovered after an agent restart and not re-subscribed yet.
     recovering: bool = False
+    #: Its checkpoint was written (for frameworks that do not checkpoint, once is enough).
+    checkpointed: bool = False
     #: What its unfinished tasks become when it ends (TASK_FAILED unless recovery lost it).
     termination_state: str | None = None
 
@@ -265,7 +267,8 @@ class AgentCore:
         """Write *executor*'s checkpoint (lock held): its process, tasks and pending updates.
 
         Every started executor is checkpointed, so that a restarted agent can kill the
-        executors of frameworks that do not checkpoint; only the others are recovered.
+        executors of frameworks that do not checkpoint (their pid, once, and no tasks); only
+        the others are recovered, and only their records follow every change.
         """
         framework = self.frameworks.get(executor.framework_id)
         if (
@@ -275,8 +278,12 @@ class AgentCore:
             or framework is None
         ):
             return
-        tasks = [(t, False) for t in executor.queued.values()]
-        tasks += [(t, True) for t in executor.launched.values()]
+        recovered = framework.info.get("checkpoint") is True
+        if executor.checkpointed and not recovered:
+            return
+        executor.checkpointed = True
+        tasks = [(t, False) for t in executor.queued.values()] if recovered else []
+        tasks += [(t, True) for t in executor.launched.values()] if recovered else []
         self.store.save(
             CheckpointedExecutor(
                 framework_id=executor.framework_id,
