@@ -217,7 +217,9 @@ class StatusUpdates:
         executor.phase = ExecutorPhase.RUNNING
         executor.registration_deadline = None
         if executor.recovering:
+            # Back: from now on its death fails its tasks, as any executor's would.
             executor.recovering = False
+            executor.termination_state = None
             logger.info("recovered executor %s re-subscribed", executor.executor_id)
         else:
             logger.info("executor %s subscribed", executor.executor_id)

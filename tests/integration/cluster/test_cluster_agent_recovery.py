@@ -69,10 +69,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _task(script: Path, release: Path) -> dict[str, object]:
+def _task(script: Path, release: Path, task_id: str = "R1") -> dict[str, object]:
     return {
         "name": "released",
-        "task_id": {"value": "R1"},
+        "task_id": {"value": task_id},
         "resources": [],
         "data": base64.b64encode(str(release).encode()).decode(),
         "executor": {
@@ -108,6 +108,9 @@ def test_a_task_finishes_across_an_agent_restart_only_when_its_framework_checkpo
         try:
             first.wait_ready()
             master.run_task(_task(script, release), framework_info=info)
+            # R2 is never released: it runs until its executor dies.
+            master.run_task(_task(script, tmp_path / "never", "R2"), framework_info=info)
+            master.wait_for_state("R2", "TASK_RUNNING")
             running = master.wait_for_state("R1", "TASK_RUNNING")
             executor_pid = running["container_status"]["executor_pid"]
             env = (Path(f"/proc/{executor_pid}/environ").read_bytes()).split(b"\0")
@@ -121,19 +124,27 @@ def test_a_task_finishes_across_an_agent_restart_only_when_its_framework_checkpo
                 if checkpoint:
                     finished = master.wait_for_state("R1", "TASK_FINISHED")
                     [executor] = register["executors"]
-                    assert [t["task_id"]["value"] for t in executor["tasks"]] == ["R1"]
+                    assert sorted(t["task_id"]["value"] for t in executor["tasks"]) == ["R1", "R2"]
                     # The same executor process, never started again; the task ran once.
                     assert finished["container_status"]["executor_pid"] == executor_pid
                     states = [s["state"] for s in master.statuses("R1")]
                     assert states == ["TASK_RUNNING", "TASK_FINISHED"]
                     wait_until(lambda: "REREGISTERED" in _stdout(tmp_path), 20, "re-registered")
                     assert "SHUTDOWN" not in _stdout(tmp_path)
+                    # Once back, its death fails its running task, as any executor's would.
+                    os.killpg(executor_pid, signal.SIGKILL)
+                    failed = master.wait_for_state("R2", "TASK_FAILED")
+                    assert failed["reason"] == "REASON_EXECUTOR_TERMINATED"
+                    assert [s["state"] for s in master.statuses("R2")] == [
+                        "TASK_RUNNING", "TASK_FAILED"
+                    ]
                 else:
                     # Nothing to recover: the executor ended (it does not wait for an agent
                     # that will not recover it), and its task never reports an end.
                     assert register["executors"] == []
                     wait_until(lambda: not pid_alive(executor_pid), 30, "the executor to end")
                     assert "TASK_FINISHED" not in [s["state"] for s in master.statuses("R1")]
+                    assert [s["state"] for s in master.statuses("R2")] == ["TASK_RUNNING"]
                     assert not list((tmp_path / "agent" / "meta" / "executors").glob("*.json"))
         finally:
             first.kill()
