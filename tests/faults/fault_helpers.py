@@ -218,13 +218,20 @@ def agent_executor_pids(mini: MiniCluster, index: int) -> list[int]:
 
 
 def running_on(records: Path, agent_id: str) -> list[int]:
-    """The jobs with an attempt started on agent ``agent_id`` and not ended (yet)."""
+    """The jobs with an attempt running on agent ``agent_id`` now: started, not ended, and its
+    process alive (an attempt killed by an earlier fault never records its end)."""
     try:
         result = Records.read(records)
     except ValueError:  # a line being written right now: ask again
         return []
+
+    def alive(pid: int | None) -> bool:
+        stat = None if pid is None else _stat(pid)
+        return stat is not None and stat[0] not in "ZX"
+
     return sorted(index for index, attempts in result.attempts.items()
-                  if any(a.agent == agent_id and a.end is None for a in attempts))
+                  if any(a.agent == agent_id and a.end is None and alive(a.pid)
+                         for a in attempts))
 
 
 def processes_under(directory: Path) -> list[str]:
@@ -274,6 +281,7 @@ class Attempt:
     end: float | None = None
     overlap: bool = False
     agent: str | None = None
+    pid: int | None = None
 
 
 @dataclass
@@ -292,7 +300,8 @@ class Records:
                 entry = json.loads(line)
                 if entry["event"] == "start":
                     attempt = Attempt(index, entry["attempt"], entry["t"],
-                                      overlap=entry["overlap"], agent=entry.get("agent"))
+                                      overlap=entry["overlap"], agent=entry.get("agent"),
+                                      pid=entry.get("pid"))
                     by_id[attempt.attempt] = attempt
                     result.attempts[index].append(attempt)
                 elif entry["event"] == "end":
