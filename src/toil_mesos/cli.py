@@ -294,8 +294,23 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
         help="bound of each agent's fetcher cache, least recently used evicted first, as "
              "Mesos' --fetcher_cache_size (e.g. 500M; default: 2GB)",
     )
+    up.add_argument(
+        "--gpus", type=_count, default=defaults.gpus, metavar="N",
+        help="GPU devices (the 'gpus' resource) on each GPU agent; the agent names the devices "
+             "it gives a task, which its worker sees as CUDA_VISIBLE_DEVICES (default: none)",
+    )
+    up.add_argument(
+        "--gpu-agents", type=_count, default=defaults.gpu_agents, metavar="K",
+        help="how many agents, the first ones, have --gpus GPUs (default: %(default)s)",
+    )
     up.add_argument("--timeout", type=_positive, default=defaults.ready_timeout, metavar="S",
                     help="seconds to wait for every daemon to be ready (default: %(default)s)")
+    up.add_argument(
+        "--reserve", default=None, metavar="ROLE",
+        help="statically reserve each agent's cpus, mem and disk for ROLE (as a Mesos agent's "
+             "--resources 'cpus(ROLE):C;...'): only frameworks in ROLE (--mesosRole ROLE) "
+             "get them (default: all unreserved)",
+    )
     up.add_argument(
         "--agent-recovery-timeout", type=_positive, default=None, metavar="S",
         help="how long executors of frameworks that checkpoint keep running and retrying "
@@ -340,6 +355,8 @@ def _cluster_up(args: argparse.Namespace) -> int:
     options = launcher.ClusterOptions(
         agents=args.agents, cpus=args.cpus, mem=args.mem, disk=args.disk,
         hide=tuple(args.hide), netns=args.netns, ready_timeout=args.timeout,
+        reserve=args.reserve,
+        gpus=args.gpus, gpu_agents=args.gpu_agents,
         agent_args=(
             () if args.fetcher_cache_size is None
             else ("--fetcher-cache-size", str(args.fetcher_cache_size))

@@ -21,6 +21,7 @@ from toil_mesos.cluster._fetcher import (
 )
 from toil_mesos.cluster._protocol import DEFAULT_AGENT_RESOURCES, STATUS_UPDATE_RETRY_SECONDS
 from toil_mesos.cluster._resources import (
+    InvalidFlagError,
     merge_default_resources,
     parse_attributes,
     parse_resources,
@@ -130,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         parse_resources(args.resources), parse_resources(DEFAULT_AGENT_RESOURCES)
     )
     attributes = parse_attributes(args.attributes)
+    _check_whole_gpus(resources, args.resources)
     for name in (
         "fetcher_timeout",
         "executor_registration_timeout",
@@ -170,3 +172,16 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         recovery_timeout=args.recovery_timeout,
         executor_reregistration_timeout=args.executor_reregistration_timeout,
     )
+
+
+def _check_whole_gpus(resources: list[dict[str, Any]], flag: str) -> None:
+    """GPUs are whole devices (Mesos refuses fractional ``gpus`` too)."""
+    for resource in resources:
+        if resource.get("name") != "gpus" or resource.get("type") != "SCALAR":
+            continue
+        value = float(resource["scalar"]["value"])
+        if not value.is_integer():
+            raise InvalidFlagError(
+                f"--resources {flag!r} gives gpus:{value:g}; GPUs are whole devices, "
+                "so gpus must be a whole number"
+            )

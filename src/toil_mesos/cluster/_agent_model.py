@@ -30,6 +30,7 @@ from toil_mesos.cluster._agent_checkpoint import (
     CheckpointStore,
 )
 from toil_mesos.cluster._agent_config import AgentConfig
+from toil_mesos.cluster._agent_gpus import GpuDevices, gpus_in
 from toil_mesos.cluster._status_updates import StatusUpdateManager
 from toil_mesos.mesos._recordio import encode_record
 
@@ -230,6 +231,8 @@ class AgentCore:
         #: Set once recovered executors have re-subscribed or timed out (at once on a first
         #: start): the agent registers with the master only then, as Mesos does.
         self.recovered = threading.Event()
+        #: The GPU devices (``gpus`` in ``--resources``) and the tasks holding them.
+        self.gpus = GpuDevices(gpus_in(config.resources))
 
     @property
     def address_or_none(self) -> str | None:

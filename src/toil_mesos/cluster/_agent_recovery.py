@@ -28,6 +28,8 @@ from toil_mesos.cluster._agent_model import (
     TaskRecord,
 )
 from toil_mesos.cluster._executors import process_start_time, signal_session
+from toil_mesos.cluster._status_updates import TERMINAL_STATES
+from toil_mesos.mesos._gpu_devices import devices_of
 
 __all__ = ["RecoveredProcess", "Recovery", "lost_state"]
 
@@ -175,6 +177,9 @@ class Recovery:
                 statuses=[] if task.latest is None else [task.latest],
             )
             (executor.launched if task.delivered else executor.queued)[record.task_id] = record
+            if record.state not in TERMINAL_STATES:
+                # Its GPU devices (named in its TaskInfo) are still in use.
+                core.gpus.hold(record.task_id, devices_of(record.info) or [])
             core.updates.restore(
                 saved.framework_id, record.task_id, pending=task.pending, seen=task.seen, now=now
             )

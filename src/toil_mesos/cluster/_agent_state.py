@@ -13,7 +13,13 @@ from toil_mesos.cluster._agent_model import (
     TaskRecord,
 )
 from toil_mesos.cluster._executors import format_duration
-from toil_mesos.cluster._resources import attributes_summary, resources_summary
+from toil_mesos.cluster._resources import (
+    attributes_summary,
+    reserved_full,
+    reserved_summary,
+    resources_summary,
+    unreserved,
+)
 
 __all__ = ["AgentStateRenderer"]
 
@@ -43,10 +49,10 @@ class AgentStateRenderer:
             "hostname": config.hostname,
             "capabilities": ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT"],
             "resources": resources_summary(resources),
-            "reserved_resources": {},
-            "unreserved_resources": resources_summary(resources),
-            "reserved_resources_full": {},
-            "unreserved_resources_full": resources,
+            "reserved_resources": reserved_summary(resources),
+            "unreserved_resources": resources_summary(unreserved(resources)),
+            "reserved_resources_full": reserved_full(resources),
+            "unreserved_resources_full": unreserved(resources),
             "attributes": attributes_summary(config.attributes),
             "master_hostname": config.master.rsplit(":", 1)[0],
             "flags": self._flags(),

@@ -24,6 +24,7 @@ from toil_mesos.cluster._agent_model import (
 )
 from toil_mesos.cluster._agent_updates import StatusUpdates
 from toil_mesos.cluster._executors import command_executor_info
+from toil_mesos.mesos._gpu_devices import task_gpus, with_devices
 
 __all__ = ["TaskEvents"]
 
@@ -45,6 +46,7 @@ class TaskEvents:
         framework_info.setdefault("id", {"value": framework_id})
         task = copy.deepcopy(body["task"])
         with core.cond:
+            task = self._with_gpu_devices(task)
             framework = core.frameworks.get(framework_id)
             if framework is None:
                 framework = FrameworkRecord(framework_id=framework_id, info=framework_info)
@@ -95,6 +97,17 @@ class TaskEvents:
                 executor_id,
                 executor.phase.value,
             )
+
+    def _with_gpu_devices(self, task: JSON) -> JSON:
+        """The task, naming the GPU devices it gets here if it asks for ``gpus``.
+
+        Freed when its terminal status update is taken (``StatusUpdates``).
+        """
+        count = task_gpus(task)
+        if not count:
+            return task
+        devices = self._core.gpus.assign(str(task["task_id"]["value"]), count)
+        return task if devices is None else with_devices(task, devices)
 
     def on_kill_task(self, body: JSON) -> None:
         core = self._core

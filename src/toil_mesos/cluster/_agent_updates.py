@@ -27,7 +27,7 @@ from toil_mesos.cluster._agent_model import (
     ordered,
     value_of,
 )
-from toil_mesos.cluster._status_updates import StreamState
+from toil_mesos.cluster._status_updates import TERMINAL_STATES, StreamState
 
 __all__ = ["StatusUpdates", "validate_status"]
 
@@ -107,6 +107,9 @@ class StatusUpdates:
         if task is not None:
             task.state = str(status["state"])
             task.statuses.append(status)
+        if status.get("state") in TERMINAL_STATES:
+            # Before the master hears of the end and offers the devices again.
+            core.gpus.release(str(status["task_id"]["value"]))
         update = {"framework_id": {"value": executor.framework_id}, "status": status}
         _, forwards = core.updates.update(update, now=core.clock())
         core.forward_updates(forwards)

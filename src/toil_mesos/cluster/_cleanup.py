@@ -4,7 +4,8 @@ A mini-cluster run for many workflows accumulates, in each agent's work dir, one
 executor (with its fetched bundle and Toil's files) and the fetcher cache: gigabytes after a
 few dozen runs. ``down`` removes exactly what the daemons made there, found from each
 recorded daemon's own ``--work-dir`` argument, and nothing else: the agents' ``slaves/``
-(sandboxes) and ``fetchcache/``, then each daemon's work dir and ``agents/`` if that left them
+(sandboxes), ``fetchcache/`` and ``bundle-cache/`` (the bundles their executors staged),
+then each daemon's work dir and ``agents/`` if that left them
 empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the cluster's directory, or
 anything else a user put in these directories, is never touched.
 """
@@ -19,12 +20,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
-__all__ = ["remove_daemon_products"]
+__all__ = ["AGENT_BUNDLE_CACHE", "remove_daemon_products"]
 
 logger = logging.getLogger(__name__)
 
+#: Where in an agent's work dir ``cluster up`` has its executors stage bundles.
+AGENT_BUNDLE_CACHE: Final = "bundle-cache"
 #: What each role makes inside its ``--work-dir``.
-_PRODUCTS: Final = {"agent": ("slaves", "fetchcache"), "master": ()}
+_PRODUCTS: Final = {"agent": ("slaves", "fetchcache", AGENT_BUNDLE_CACHE), "master": ()}
 
 
 def _work_dir_of(argv: Sequence[str]) -> Path | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from toil_mesos.cluster._cleanup import AGENT_BUNDLE_CACHE
 from toil_mesos.cluster._cluster_options import (
     ClusterError,
     ClusterOptions,
@@ -55,6 +56,7 @@ from toil_mesos.cluster._supervision import (
     spawn,
     teardown,
 )
+from toil_mesos.deploy.stage import CACHE_ENV
 
 __all__ = ["Cluster"]
 
@@ -252,11 +254,12 @@ class Cluster:
             "--resources",
             self.options.resources(index),
         ]
-        if self.options.executor_env is not None:
-            argv += [
-                "--executor-environment-variables",
-                json.dumps(dict(self.options.executor_env), sort_keys=True),
-            ]
+        # Each agent stages bundles in its own work dir, as each node of a real cluster has its
+        # own disk: otherwise all agents would share the user's ~/.cache, one agent's staging
+        # would warm the others, and `cluster down` would leave the bundles behind.
+        executor_env = {CACHE_ENV: str(work_dir / AGENT_BUNDLE_CACHE),
+                        **(self.options.executor_env or {})}
+        argv += ["--executor-environment-variables", json.dumps(executor_env, sort_keys=True)]
         argv += self.options.recovery_args()
         argv += self.options.agent_args
         if self.isolation is not None:

@@ -26,6 +26,7 @@ from toil_mesos.cluster._isolation import (
     resolve_hide_paths,
 )
 from toil_mesos.errors import MesosError
+from toil_mesos.mesos._roles import check_role
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
@@ -64,8 +65,9 @@ class ClusterOptions:
     is what ``cluster up`` does; False turns it off for callers that know their agents must
     share ``/tmp``; True insists. ``master_command`` and ``agent_command`` replace
     ``python -P -m toil_mesos.cluster.master`` (``agent``) before the protocol's arguments:
-    the launcher's own tests run it with stand-in daemons. ``executor_env`` becomes every
-    agent's ``--executor-environment-variables`` (None: the flag is not given).
+    the launcher's own tests run it with stand-in daemons. ``executor_env`` is added to every
+    agent's ``--executor-environment-variables``, which always names a bundle cache in the
+    agent's own work dir (``TOIL_MESOS_BUNDLE_CACHE``; ``executor_env`` may name another).
     """
 
     agents: int = 1
@@ -83,6 +85,16 @@ class ClusterOptions:
     master_command: tuple[str, ...] = ()
     agent_command: tuple[str, ...] = ()
     executor_env: Mapping[str, str] | None = None
+    # -- roles: static reservations --
+    #: Reserve each agent's cpus, mem and disk for this role (Mesos' ``cpus(ROLE):C`` in the
+    #: agents' ``--resources``); only frameworks in that role are offered them. None: all
+    #: unreserved. Ports stay unreserved either way.
+    reserve: str | None = None
+
+    # -- GPUs: ``gpus`` GPU devices on each of the first ``gpu_agents`` agents ---------------
+    gpus: int = 0
+    gpu_agents: int = 1
+
     # -- agent recovery (a restarted agent reconnects to executors of checkpointing
     # frameworks): the agents' --recovery-timeout and --executor-reregistration-timeout, in
     # seconds; None leaves Mesos' defaults (15 minutes, 2 seconds).
@@ -116,12 +128,44 @@ class ClusterOptions:
         ):
             if value is not None and not value > 0:
                 raise ClusterError(f"{flag} must be positive, not {value}")
+        if self.reserve is not None:
+            try:
+                check_role(self.reserve)
+            except ValueError as exc:
+                raise ClusterError(
+                    f"--reserve {self.reserve!r} is not a Mesos role: {exc}"
+                ) from None
+            if self.reserve == "*":
+                raise ClusterError("--reserve '*' reserves nothing; name a role such as 'toil'")
+        self._validate_gpus()
+
+    def _validate_gpus(self) -> None:
+        if self.gpus < 0:
+            raise ClusterError(f"--gpus must not be negative, not {self.gpus}")
+        if not self.gpus and self.gpu_agents != 1:
+            raise ClusterError("--gpu-agents says which agents get --gpus; give --gpus N too")
+        if self.gpus and not 1 <= self.gpu_agents <= self.agents:
+            raise ClusterError(
+                f"--gpu-agents must be between 1 and --agents ({self.agents}), "
+                f"not {self.gpu_agents}"
+            )
+
+    def agent_gpus(self, index: int) -> int:
+        """How many GPU devices agent *index* has: ``gpus`` on the first ``gpu_agents``."""
+        return self.gpus if index < self.gpu_agents else 0
 
     def resources(self, index: int) -> str:
-        """The agent's ``--resources`` string (see ``_protocol``)."""
+        """The agent's ``--resources`` string (see ``_protocol``), Mesos' own syntax.
+
+        With :attr:`reserve`, cpus, mem and disk are ``cpus(ROLE):C``: statically reserved.
+        """
         low = _PORTS_BASE + index * _PORTS_PER_AGENT
         cpus = int(self.cpus) if float(self.cpus).is_integer() else self.cpus
-        return f"cpus:{cpus};mem:{self.mem};disk:{self.disk};ports:[{low}-{low + 99}]"
+        role = f"({self.reserve})" if self.reserve is not None else ""
+        text = (f"cpus{role}:{cpus};mem{role}:{self.mem};disk{role}:{self.disk};"
+                f"ports:[{low}-{low + 99}]")
+        gpus = self.agent_gpus(index)
+        return f"{text};gpus:{gpus}" if gpus else text
 
     def to_json(self) -> dict[str, object]:
         """The options as ``cluster.json`` records them (for people reading it)."""
@@ -132,6 +176,9 @@ class ClusterOptions:
             "disk": self.disk,
             "hide": [str(p) for p in self.hide],
             "netns": self.netns,
+            "reserve": self.reserve,
+            "gpus": self.gpus,
+            "gpu_agents": self.gpu_agents if self.gpus else 0,
         }
 
 

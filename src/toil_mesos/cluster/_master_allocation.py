@@ -1,9 +1,17 @@
 """Offers and allocation: who is offered what, what was refused, and when to offer again.
 
 :class:`Allocator` owns the outstanding offers, the frameworks' refusal filters and the
-allocation timer. An allocation round offers each connected agent's unused resources to one
-unsuppressed framework that has not refused them (Mesos' resource filters: a filter refuses
+allocation timer. An allocation round offers each connected agent's unused resources to the
+unsuppressed frameworks that have not refused them (Mesos' resource filters: a filter refuses
 only what is contained in what was refused), the framework holding the fewest cpus first.
+A framework is offered only what its role may use: unreserved resources, and those statically
+reserved for its role (or an ancestor of it); what it cannot use stays for the next framework,
+so an agent's reservations for ``toil`` go to a framework in ``toil`` even while another
+framework holds the agent's unreserved part. Reserved resources appear in the format the
+framework speaks (``reservations`` with ``RESERVATION_REFINEMENT``, else ``role``).
+An agent with ``gpus`` is offered only to frameworks declaring the ``GPU_RESOURCES``
+capability, as Mesos' allocator does by default (so frameworks unaware of GPUs cannot fill GPU
+machines).
 Everything that frees or changes resources calls :meth:`Allocator.wake` so the next
 :meth:`~toil_mesos.cluster._master_state.MasterState.tick` runs a round at once.
 """
@@ -32,7 +40,7 @@ from toil_mesos.cluster._master_model import (
 )
 from toil_mesos.cluster._offers import DEFAULT_ROLE, ResourceBag, ResourceError
 
-__all__ = ["DEFAULT_REFUSE_SECONDS", "Allocator", "refuse_seconds"]
+__all__ = ["DEFAULT_REFUSE_SECONDS", "Allocator", "refuse_seconds", "speaks_refinement"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,8 @@ DEFAULT_REFUSE_SECONDS: Final = 5.0
 #: ``--min_allocatable_resources=cpus:0.01|mem:32`` (the recorded master's default).
 _MIN_CPUS: Final = 0.01
 _MIN_MEM: Final = 32.0
+#: The capability a framework needs to be offered agents with GPUs.
+_GPU_RESOURCES: Final = "GPU_RESOURCES"
 
 #: What every accepted offer must share, and the recorded message when one does not.
 _SAME_FOR_ALL_OFFERS: Final = (
@@ -54,6 +64,14 @@ _SAME_FOR_ALL_OFFERS: Final = (
         " and agent {expected}",
     ),
 )
+
+
+def speaks_refinement(framework: FrameworkRecord) -> bool:
+    """Whether *framework* declared ``RESERVATION_REFINEMENT`` (the ``reservations`` format)."""
+    capabilities = framework.info.get("capabilities") or []
+    return any(
+        isinstance(c, Mapping) and c.get("type") == "RESERVATION_REFINEMENT" for c in capabilities
+    )
 
 
 def refuse_seconds(filters: Any) -> float:
@@ -259,25 +277,27 @@ class Allocator:
             if agent.state is not AgentLifecycle.CONNECTED:
                 continue
             available = self.available(agent.agent_id)
-            if available.scalar("cpus") < _MIN_CPUS and available.scalar("mem") < _MIN_MEM:
-                continue
-            candidates = [
-                f for f in frameworks if not self._filtered(f, agent.agent_id, available, now)
-            ]
-            if not candidates:
-                continue
+            gpu_agent = agent.total.scalar("gpus") > 0
             # A crude stand-in for DRF: the framework holding the fewest cpus goes first.
-            framework = min(candidates, key=lambda f: (self._share(f), f.order))
-            offer = OfferRecord(
-                offer_id=f"{self._config.master_id}-O{next(self._offer_ids)}",
-                framework_id=framework.framework_id,
-                agent_id=agent.agent_id,
-                resources=available,
-            )
-            self._offers[offer.offer_id] = offer
-            batches.setdefault(framework.framework_id, []).append(
-                _offer_json(offer, agent, framework)
-            )
+            for framework in sorted(frameworks, key=lambda f: (self._share(f), f.order)):
+                if gpu_agent and _GPU_RESOURCES not in framework.capabilities:
+                    continue
+                usable = available.usable_by(framework.role)
+                if usable.scalar("cpus") < _MIN_CPUS and usable.scalar("mem") < _MIN_MEM:
+                    continue
+                if self._filtered(framework, agent.agent_id, usable, now):
+                    continue
+                offer = OfferRecord(
+                    offer_id=f"{self._config.master_id}-O{next(self._offer_ids)}",
+                    framework_id=framework.framework_id,
+                    agent_id=agent.agent_id,
+                    resources=usable,
+                )
+                self._offers[offer.offer_id] = offer
+                batches.setdefault(framework.framework_id, []).append(
+                    _offer_json(offer, agent, framework)
+                )
+                available = available - usable
         outputs: list[Output] = []
         for framework_id, offers in batches.items():
             receiver = self._frameworks.get(framework_id)
@@ -309,7 +329,9 @@ def _offer_json(
             "address": {"hostname": agent.hostname, "ip": agent.ip, "port": agent.port},
             "path": "/slave(1)",
         },
-        "resources": offer.resources.to_json(role=DEFAULT_ROLE, allocation_role=role),
+        "resources": offer.resources.to_json(
+            role=DEFAULT_ROLE, allocation_role=role, refinement=speaks_refinement(framework)
+        ),
     }
     attributes = agent.info.get("attributes")
     if attributes:

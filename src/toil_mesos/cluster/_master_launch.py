@@ -215,6 +215,9 @@ def _task_shape_error(
         total = ResourceBag.from_json(task["resources"])
     except ResourceError as exc:
         return f"Task uses invalid resources: {exc}", _NOTHING
+    error = _allocation_error(framework, task)
+    if error is not None:
+        return error, _NOTHING
     has_executor = isinstance(task.get("executor"), Mapping)
     if has_executor == isinstance(task.get("command"), Mapping):
         return (
@@ -240,6 +243,31 @@ def _task_shape_error(
     if comparable_executor_info(existing) != comparable_executor_info(executor):
         return incompatible_executor_message(existing, executor), _NOTHING
     return None, total
+
+
+def _allocation_error(framework: FrameworkRecord, task: Mapping[str, Any]) -> str | None:
+    """A task's (and its executor's) resources must all be allocated to the framework's role.
+
+    Mesos refuses resources allocated to several roles in one task, and to a role the
+    framework is not subscribed to; the master fills in a missing ``allocation_info`` first.
+    """
+    executor = task.get("executor")
+    resources = list(task.get("resources") or [])
+    if isinstance(executor, Mapping):
+        resources += list(executor.get("resources") or [])
+    roles = sorted(
+        {
+            str((r.get("allocation_info") or {}).get("role"))
+            for r in resources
+            if isinstance(r, Mapping)
+        }
+    )
+    if roles and roles != [framework.role]:
+        return (
+            f"Task's resources are allocated to role(s) {', '.join(roles)} but the framework is"
+            f" subscribed to role {framework.role}"
+        )
+    return None
 
 
 def _inject(resources: Any, role: str) -> list[dict[str, Any]]:

@@ -108,8 +108,11 @@ class StateRenderer:
             "resources": agent.total.to_state(),
             "used_resources": _without_ranges(used.to_state()),
             "offered_resources": _without_ranges(self._allocator.offered(agent).to_state()),
-            "reserved_resources": {},
-            "unreserved_resources": agent.total.to_state(),
+            "reserved_resources": {
+                role: agent.total.reserved_only(role).to_state()
+                for role in agent.total.roles()
+            },
+            "unreserved_resources": agent.total.usable_by(DEFAULT_ROLE).to_state(),
             "active": agent.state is AgentLifecycle.CONNECTED,
             "deactivated": False,
             "version": MESOS_VERSION,

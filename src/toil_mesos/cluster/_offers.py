@@ -2,8 +2,13 @@
 
 The master keeps, per agent, ``total - used - offered`` and checks that what a task asks for is
 contained in what was offered. Mesos does this with its ``Resources`` class; this module does the
-small part of it the mini-cluster needs: unreserved ``SCALAR`` resources (``cpus``, ``mem``,
-``disk``, anything else scalar) and ``RANGES`` resources (``ports``), all in role ``*``.
+small part of it the mini-cluster needs: ``SCALAR`` resources (``cpus``, ``mem``, ``disk``,
+anything else scalar) and ``RANGES`` resources (``ports``), unreserved (role ``*``) or
+statically reserved for one role (an agent's ``--resources "cpus(toil):8"``). Quantities are
+kept per name *and* reservation, so ``cpus`` reserved for ``toil`` never pays for a task asking
+for unreserved ``cpus`` (Mesos refuses that task too). Reservations are read in both of Mesos'
+formats (``reservations`` stack, or the older ``role`` field) and written in the one the
+framework speaks (:meth:`ResourceBag.to_json`).
 
 Scalars are kept at Mesos' fixed-point precision (three decimal places), so ``0.1 + 0.2`` is
 ``0.3`` here as it is in Mesos, and a task asking for exactly what was offered always fits.
@@ -19,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from toil_mesos.mesos._roles import check_role, serves
+
 __all__ = [
     "DEFAULT_ROLE",
     "Ranges",
@@ -27,7 +34,7 @@ __all__ = [
     "with_allocation_info",
 ]
 
-#: The only role the mini-cluster knows.
+#: The role of unreserved resources and of frameworks that name none.
 DEFAULT_ROLE = "*"
 
 #: A normalised set of ``[begin, end]`` ranges: sorted, disjoint, not adjacent.
@@ -90,23 +97,24 @@ def _format_ranges(ranges: Ranges) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResourceBag:
-    """Named quantities: a scalar (``float``) or port ranges (:data:`Ranges`) per name.
+    """Named quantities per reservation: ``(name, role, quantity)``, role ``*`` if unreserved.
 
-    Names keep their first-seen order, which is the order offers and messages list them in.
-    Empty entries (a zero scalar, no ranges) are dropped, so ``bag.is_empty()`` means "nothing".
+    A quantity is a scalar (``float``) or port ranges (:data:`Ranges`). Entries keep their
+    first-seen order, which is the order offers and messages list them in. Empty entries (a
+    zero scalar, no ranges) are dropped, so ``bag.is_empty()`` means "nothing".
     """
 
-    items: tuple[tuple[str, float | Ranges], ...] = ()
+    items: tuple[tuple[str, str, float | Ranges], ...] = ()
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
     def from_json(cls, resources: Iterable[Mapping[str, Any]]) -> ResourceBag:
-        """Parse a list of v1 ``Resource`` objects.
+        """Parse a list of v1 ``Resource`` objects (either reservation format).
 
         :raises ResourceError: for a resource without a name, of a type other than ``SCALAR``
-            or ``RANGES``, with a negative or non-numeric value, or reserved for a role other
-            than ``*`` (the mini-cluster has no reservations).
+            or ``RANGES``, with a negative or non-numeric value, or with a reservation the
+            mini-cluster does not make (dynamic or refined: it only has static ones).
         """
         bag = cls()
         for resource in resources:
@@ -120,17 +128,13 @@ class ResourceBag:
         name = resource.get("name")
         if not isinstance(name, str) or not name:
             raise ResourceError(f"resource without a name: {dict(resource)!r}")
-        role = resource.get("role", DEFAULT_ROLE)
-        if role != DEFAULT_ROLE or resource.get("reservations"):
-            raise ResourceError(
-                f"resource {name!r} is reserved ({role!r}); the mini-cluster only has role '*'"
-            )
+        role = _reserved_for(name, resource)
         kind = resource.get("type", "SCALAR")
         if kind == "SCALAR":
             raw = (resource.get("scalar") or {}).get("value")
             if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
                 raise ResourceError(f"invalid scalar value {raw!r} for resource {name!r}")
-            return cls(items=((name, _fixed(float(raw))),)).compact()
+            return cls(items=((name, role, _fixed(float(raw))),)).compact()
         if kind == "RANGES":
             spans: list[tuple[int, int]] = []
             for item in (resource.get("ranges") or {}).get("range", []):
@@ -138,37 +142,53 @@ class ResourceBag:
                 if not isinstance(begin, int) or not isinstance(end, int) or begin > end:
                     raise ResourceError(f"invalid range {item!r} for resource {name!r}")
                 spans.append((begin, end))
-            return cls(items=((name, _normalise(spans)),)).compact()
+            return cls(items=((name, role, _normalise(spans)),)).compact()
         raise ResourceError(
             f"resource {name!r} has type {kind!r}; only SCALAR and RANGES are supported"
         )
 
     def compact(self) -> ResourceBag:
         """The same bag without empty entries."""
-        return ResourceBag(items=tuple((n, v) for n, v in self.items if v not in (0.0, ())))
+        return ResourceBag(items=tuple(i for i in self.items if i[2] not in (0.0, ())))
 
     # -- queries ------------------------------------------------------------------------------
 
-    def get(self, name: str) -> float | Ranges | None:
-        """The quantity named *name*, or ``None``."""
-        for item_name, value in self.items:
-            if item_name == name:
+    def get(self, name: str, role: str = DEFAULT_ROLE) -> float | Ranges | None:
+        """The quantity named *name* reserved for *role* (unreserved by default), or ``None``."""
+        for item_name, item_role, value in self.items:
+            if item_name == name and item_role == role:
                 return value
         return None
 
     def scalar(self, name: str) -> float:
-        """The scalar named *name*, ``0.0`` when absent or not a scalar."""
-        value = self.get(name)
-        return value if isinstance(value, float) else 0.0
+        """The scalar named *name*, whatever its reservation; ``0.0`` when absent."""
+        total = 0.0
+        for item_name, _, value in self.items:
+            if item_name == name and isinstance(value, float):
+                total = _fixed(total + value)
+        return total
+
+    def roles(self) -> list[str]:
+        """The roles something in the bag is reserved for, in first-seen order."""
+        return list(dict.fromkeys(role for _, role, _ in self.items if role != DEFAULT_ROLE))
+
+    def usable_by(self, role: str) -> ResourceBag:
+        """What a framework in *role* may be offered: unreserved, and reserved for its role
+        or an ancestor of it (Mesos' hierarchical roles)."""
+        return ResourceBag(items=tuple(i for i in self.items if serves(i[1], role)))
+
+    def reserved_only(self, role: str) -> ResourceBag:
+        """What is reserved for exactly *role*."""
+        return ResourceBag(items=tuple(i for i in self.items if i[1] == role))
 
     def is_empty(self) -> bool:
         """True when the bag holds nothing."""
         return not self.compact().items
 
     def contains(self, other: ResourceBag) -> bool:
-        """True when every quantity in *other* fits in this bag."""
-        for name, want in other.compact().items:
-            have = self.get(name)
+        """True when every quantity in *other* fits in this bag, reservation for reservation."""
+        for name, role, want in other.compact().items:
+            have = self.get(name, role)
             if isinstance(want, float):
                 if not isinstance(have, float) or _fixed(have - want) < 0:
                     return False
@@ -179,31 +199,32 @@ class ResourceBag:
     # -- arithmetic ---------------------------------------------------------------------------
 
     def __add__(self, other: ResourceBag) -> ResourceBag:
-        merged: dict[str, float | Ranges] = dict(self.items)
-        for name, value in other.items:
-            have = merged.get(name)
+        merged: dict[tuple[str, str], float | Ranges] = {(n, r): v for n, r, v in self.items}
+        for name, role, value in other.items:
+            have = merged.get((name, role))
             if have is None:
-                merged[name] = value
+                _check_kind(name, value, merged)
+                merged[name, role] = value
             elif isinstance(have, float) and isinstance(value, float):
-                merged[name] = _fixed(have + value)
+                merged[name, role] = _fixed(have + value)
             elif isinstance(have, tuple) and isinstance(value, tuple):
-                merged[name] = _normalise(have + value)
+                merged[name, role] = _normalise(have + value)
             else:
                 raise ResourceError(f"resource {name!r} is both a scalar and ranges")
-        return ResourceBag(items=tuple(merged.items())).compact()
+        return ResourceBag(items=tuple((n, r, v) for (n, r), v in merged.items())).compact()
 
     def __sub__(self, other: ResourceBag) -> ResourceBag:
         """Remove *other*; quantities never go below zero (as in Mesos)."""
-        taken = dict(other.items)
-        out: list[tuple[str, float | Ranges]] = []
-        for name, have in self.items:
-            take = taken.get(name)
+        taken = {(n, r): v for n, r, v in other.items}
+        out: list[tuple[str, str, float | Ranges]] = []
+        for name, role, have in self.items:
+            take = taken.get((name, role))
             if take is None:
-                out.append((name, have))
+                out.append((name, role, have))
             elif isinstance(have, float) and isinstance(take, float):
-                out.append((name, max(0.0, _fixed(have - take))))
+                out.append((name, role, max(0.0, _fixed(have - take))))
             elif isinstance(have, tuple) and isinstance(take, tuple):
-                out.append((name, _ranges_minus(have, take)))
+                out.append((name, role, _ranges_minus(have, take)))
             else:
                 raise ResourceError(f"resource {name!r} is both a scalar and ranges")
         return ResourceBag(items=tuple(out)).compact()
@@ -211,17 +232,23 @@ class ResourceBag:
     # -- rendering ----------------------------------------------------------------------------
 
     def to_json(
-        self, *, role: str | None = DEFAULT_ROLE, allocation_role: str | None = None
+        self,
+        *,
+        role: str | None = DEFAULT_ROLE,
+        allocation_role: str | None = None,
+        refinement: bool = True,
     ) -> list[dict[str, Any]]:
-        """v1 ``Resource`` objects; with *role*, each gets ``role`` and ``allocation_info``.
+        """v1 ``Resource`` objects; with *role*, each gets a role and ``allocation_info``.
 
-        Offers carry both the deprecated ``role`` field (always ``*``: nothing is reserved) and
-        ``allocation_info`` naming the role the offer was made to, *allocation_role*, which
-        defaults to *role* (recorded from Mesos 1.12). ``role=None`` leaves both out (an
-        agent's total, for example).
+        Unreserved resources carry the deprecated ``"role": "*"`` (recorded from Mesos 1.12)
+        and ``allocation_info`` names the role the offer was made to, *allocation_role*
+        (default: *role*). A reserved resource is written as Mesos writes it for a framework
+        with the ``RESERVATION_REFINEMENT`` capability (*refinement*): the ``reservations``
+        stack and no ``role``; or, for one without it, ``"role": "<role>"``. ``role=None``
+        leaves ``role`` and ``allocation_info`` out (an agent's total), keeping reservations.
         """
         out: list[dict[str, Any]] = []
-        for name, value in self.compact().items:
+        for name, reserved, value in self.compact().items:
             resource: dict[str, Any]
             if isinstance(value, float):
                 resource = {"name": name, "type": "SCALAR", "scalar": {"value": value}}
@@ -231,8 +258,13 @@ class ResourceBag:
                     "type": "RANGES",
                     "ranges": {"range": [{"begin": b, "end": e} for b, e in value]},
                 }
+            if reserved != DEFAULT_ROLE and (refinement or role is None):
+                resource["reservations"] = [{"type": "STATIC", "role": reserved}]
+            elif reserved != DEFAULT_ROLE:
+                resource["role"] = reserved
             if role is not None:
-                resource["role"] = role
+                if reserved == DEFAULT_ROLE:
+                    resource["role"] = role
                 resource["allocation_info"] = {"role": allocation_role or role}
             out.append(resource)
         return out
@@ -240,7 +272,8 @@ class ResourceBag:
     def to_state(self) -> dict[str, float | str]:
         """The ``/state`` form: ``disk``, ``mem``, ``gpus``, ``cpus`` always, then the rest.
 
-        Scalars are numbers and ranges are Mesos' text form (``"[31000-31009]"``).
+        Scalars are numbers (every reservation together) and ranges are Mesos' text form
+        (``"[31000-31009]"``).
         """
         out: dict[str, float | str] = {
             "disk": self.scalar("disk"),
@@ -248,25 +281,80 @@ class ResourceBag:
             "gpus": self.scalar("gpus"),
             "cpus": self.scalar("cpus"),
         }
-        for name, value in self.compact().items:
-            if name not in out:
-                out[name] = value if isinstance(value, float) else _format_ranges(value)
+        ranges: dict[str, Ranges] = {}
+        for name, _, value in self.compact().items:
+            if isinstance(value, float):
+                out.setdefault(name, self.scalar(name))
+            else:
+                ranges[name] = _normalise(ranges.get(name, ()) + value)
+                out[name] = _format_ranges(ranges[name])
         return out
 
     def describe(self, allocation_role: str = DEFAULT_ROLE) -> str:
         """Mesos' text form, ``cpus(allocated: *):1.8; ports(allocated: *):[31000-31009]``.
 
-        >>> ResourceBag(items=(("cpus", 9.8), ("mem", 32.0))).describe()
+        Reserved entries name their reservation first, as Mesos does:
+        ``cpus(reservations: [(STATIC,toil)], allocated: toil):2``.
+
+        >>> ResourceBag(items=(("cpus", "*", 9.8), ("mem", "*", 32.0))).describe()
         'cpus(allocated: *):9.8; mem(allocated: *):32'
         """
         parts = []
-        for name, value in self.compact().items:
+        for name, reserved, value in self.compact().items:
             text = _format_scalar(value) if isinstance(value, float) else _format_ranges(value)
-            parts.append(f"{name}(allocated: {allocation_role}):{text}")
+            where = f"allocated: {allocation_role}"
+            if reserved != DEFAULT_ROLE:
+                where = f"reservations: [(STATIC,{reserved})], {where}"
+            parts.append(f"{name}({where}):{text}")
         return "; ".join(parts)
 
     def __str__(self) -> str:
         return self.describe()
+
+
+def _check_kind(name: str, value: float | Ranges,
+                merged: Mapping[tuple[str, str], float | Ranges]) -> None:
+    """One name is a scalar or ranges, whatever the reservation (Mesos' rule)."""
+    for (other_name, _), other in merged.items():
+        if other_name == name and isinstance(other, float) != isinstance(value, float):
+            raise ResourceError(f"resource {name!r} is both a scalar and ranges")
+
+
+def _reserved_for(name: str, resource: Mapping[str, Any]) -> str:
+    """The role *resource* is statically reserved for (``*``: unreserved), in either format.
+
+    :raises ResourceError: for dynamic or refined reservations, which the mini-cluster never
+        makes (so no offer could hold them), and for invalid role names.
+    """
+    reservations = resource.get("reservations")
+    if reservations:
+        if not isinstance(reservations, list) or len(reservations) != 1:
+            raise ResourceError(
+                f"resource {name!r} has a refined reservation {reservations!r}; the mini-cluster "
+                "only has static reservations for one role"
+            )
+        only = reservations[0]
+        if not isinstance(only, Mapping) or only.get("type", "STATIC") != "STATIC":
+            raise ResourceError(
+                f"resource {name!r} has reservation {only!r}; the mini-cluster only has static "
+                "reservations"
+            )
+        role = only.get("role")
+    else:
+        role = resource.get("role", DEFAULT_ROLE)
+        if role not in (None, DEFAULT_ROLE) and resource.get("reservation") is not None:
+            raise ResourceError(
+                f"resource {name!r} is dynamically reserved ({role!r}); the mini-cluster only "
+                "has static reservations"
+            )
+    if role is None or role == DEFAULT_ROLE:
+        return DEFAULT_ROLE
+    if not isinstance(role, str):
+        raise ResourceError(f"resource {name!r} has an invalid role {role!r}")
+    try:
+        return check_role(role)
+    except ValueError as exc:
+        raise ResourceError(f"resource {name!r}: {exc}") from None
 
 
 def with_allocation_info(

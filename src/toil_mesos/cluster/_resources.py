@@ -2,9 +2,13 @@
 
 The flag grammar is Mesos' own (``docs/attributes-resources.md`` in apache/mesos):
 ``name:value`` pairs separated by ``;``, where a value is a scalar (``2``, ``4096.5``), a list
-of ranges (``[31000-31099,32000-32000]``) or a set (``{a,b}``). Resources become v1
+of ranges (``[31000-31099,32000-32000]``) or a set (``{a,b}``). A name may carry a role,
+``cpus(toil):8``: a static reservation for that role (``reservation.md``), which a name may
+have next to unreserved resources (``cpus:4;cpus(toil):8``). Unreserved resources become v1
 ``Resource`` objects with the deprecated ``"role": "*"`` that the recorded offers and agent
-``/state`` still carry; attributes become ``Attribute`` objects of type TEXT, SCALAR or RANGES,
+``/state`` still carry; reserved ones get the ``reservations`` stack
+(``[{"type": "STATIC", "role": "toil"}]``), Mesos' own format since reservation refinement;
+attributes become ``Attribute`` objects of type TEXT, SCALAR or RANGES,
 exactly as ``agent_info.attributes`` looks in the recorded SUBSCRIBED event.
 
 Pure functions, no I/O. A bad flag raises :class:`InvalidFlagError` naming the text at fault.
@@ -16,13 +20,18 @@ import math
 import re
 from typing import Any
 
+from toil_mesos.mesos._roles import check_role
+
 __all__ = [
     "InvalidFlagError",
     "attributes_summary",
     "merge_default_resources",
     "parse_attributes",
     "parse_resources",
+    "reserved_full",
+    "reserved_summary",
     "resources_summary",
+    "unreserved",
 ]
 
 JSON = dict[str, Any]
@@ -30,7 +39,7 @@ JSON = dict[str, Any]
 _NAME = re.compile(r"[A-Za-z0-9_./-]+")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _RANGE = re.compile(r"\s*(\d+)\s*-\s*(\d+)\s*")
-# Resource names may carry a role, ``cpus(*):2``; the mini-cluster only has the ``*`` role.
+# Resource names may carry a role, ``cpus(toil):2``: a static reservation (``*``: none).
 _ROLE = re.compile(r"(?P<name>[^()]+)\((?P<role>[^()]*)\)")
 
 
@@ -99,28 +108,36 @@ def parse_resources(text: str) -> list[JSON]:
     ...     {"name": "ports", "type": "RANGES",
     ...      "ranges": {"range": [{"begin": 31000, "end": 31009}]}, "role": "*"}]
     True
+    >>> parse_resources("cpus(toil):8") == [
+    ...     {"name": "cpus", "type": "SCALAR", "scalar": {"value": 8.0},
+    ...      "reservations": [{"type": "STATIC", "role": "toil"}]}]
+    True
 
-    :raises InvalidFlagError: for malformed entries, negative scalars, roles other than ``*``
-        and names given twice.
+    :raises InvalidFlagError: for malformed entries, negative scalars, invalid role names, a
+        name given twice for one role, and a name that is a scalar for one role and ranges or
+        a set for another.
     """
     flag = "--resources"
     resources: list[JSON] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    kinds: dict[str, str] = {}
     for name, value in _split_pairs(text, flag):
         item = f"{name}:{value}"
+        role = "*"
         role_match = _ROLE.fullmatch(name)
         if role_match is not None:
             name = role_match.group("name").strip()
-            if role_match.group("role").strip() != "*":
-                raise InvalidFlagError(
-                    f"{flag} entry {item!r} asks for role {role_match.group('role')!r}; "
-                    "the mini-cluster only offers the '*' role"
-                )
+            role = role_match.group("role").strip()
+            try:
+                check_role(role)
+            except ValueError as exc:
+                raise InvalidFlagError(f"invalid role in {flag} entry {item!r}: {exc}") from None
         if _NAME.fullmatch(name) is None:
             raise InvalidFlagError(f"invalid resource name {name!r} in {flag} {text!r}")
-        if name in seen:
-            raise InvalidFlagError(f"resource {name!r} is given twice in {flag} {text!r}")
-        seen.add(name)
+        if (name, role) in seen:
+            whose = "" if role == "*" else f" for role {role!r}"
+            raise InvalidFlagError(f"resource {name!r} is given twice{whose} in {flag} {text!r}")
+        seen.add((name, role))
         resource: JSON = {"name": name}
         if value.startswith("[") and value.endswith("]"):
             resource["type"] = "RANGES"
@@ -134,7 +151,15 @@ def parse_resources(text: str) -> list[JSON]:
                 raise InvalidFlagError(f"negative resource {item!r} in {flag} {text!r}")
             resource["type"] = "SCALAR"
             resource["scalar"] = {"value": number}
-        resource["role"] = "*"
+        if kinds.setdefault(name, resource["type"]) != resource["type"]:
+            raise InvalidFlagError(
+                f"resource {name!r} is {kinds[name]} and {resource['type']} in {flag} {text!r}; "
+                "one name has one type for every role"
+            )
+        if role == "*":
+            resource["role"] = "*"
+        else:
+            resource["reservations"] = [{"type": "STATIC", "role": role}]
         resources.append(resource)
     return resources
 
@@ -193,6 +218,30 @@ def merge_default_resources(resources: list[JSON], defaults: list[JSON]) -> list
 
 def _ranges_text(ranges: list[dict[str, int]]) -> str:
     return "[" + ", ".join(f"{r['begin']}-{r['end']}" for r in ranges) + "]"
+
+
+def reserved_summary(resources: list[JSON]) -> dict[str, dict[str, float | str]]:
+    """``reserved_resources`` of agent ``/state``: the summary of each role's reservations.
+
+    >>> reserved_summary(parse_resources("cpus:2;cpus(toil):1"))["toil"]["cpus"]
+    1.0
+    """
+    return {role: resources_summary(reserved)
+            for role, reserved in reserved_full(resources).items()}
+
+
+def reserved_full(resources: list[JSON]) -> dict[str, list[JSON]]:
+    """``reserved_resources_full`` of agent ``/state``: each role's reserved resources."""
+    roles: dict[str, list[JSON]] = {}
+    for resource in resources:
+        for reservation in resource.get("reservations") or ():
+            roles.setdefault(str(reservation.get("role")), []).append(resource)
+    return roles
+
+
+def unreserved(resources: list[JSON]) -> list[JSON]:
+    """The resources that no role has reserved."""
+    return [r for r in resources if not r.get("reservations")]
 
 
 def resources_summary(resources: list[JSON]) -> dict[str, float | str]:

@@ -20,7 +20,7 @@ Responses carry exactly the headers the recorded Mesos 1.12 master sends, in its
         [--agent-timeout S] [--heartbeat-interval S] [--offer-interval S]
 
 It is a test and demo master, not a replacement for Mesos: Basic authentication only, no registry (a
-restarted master learns tasks from its agents), one role.
+restarted master learns tasks from its agents), one role per framework, static reservations only.
 """
 
 from __future__ import annotations

@@ -89,7 +89,10 @@ class MiniCluster:
     ``netns``) plus ``timeout`` for readiness, ``private_tmp`` (None: when the machine can),
     extra daemon arguments (``master_args``, ``agent_args``, e.g. a short
     ``--agent-timeout`` for agent-loss tests), and ``executor_env``, the variables every
-    executor gets (the agents' ``--executor-environment-variables``).
+    executor gets (the agents' ``--executor-environment-variables``), ``reserve``, a role
+    each agent's cpus, mem and disk are statically reserved for (``cluster up --reserve``),
+    and ``gpus`` GPU devices for each of the first ``gpu_agents`` agents (``cluster up
+    --gpus N --gpu-agents K``).
     """
 
     def __init__(
@@ -110,6 +113,9 @@ class MiniCluster:
         master_command: Sequence[str] = (),
         agent_command: Sequence[str] = (),
         executor_env: Mapping[str, str] | None = None,
+        reserve: str | None = None,
+        gpus: int = 0,
+        gpu_agents: int = 1,
     ) -> None:
         self._cluster = Cluster(
             work_dir,
@@ -128,6 +134,9 @@ class MiniCluster:
                 master_command=tuple(master_command),
                 agent_command=tuple(agent_command),
                 executor_env=None if executor_env is None else dict(executor_env),
+                reserve=reserve,
+                gpus=gpus,
+                gpu_agents=gpu_agents,
             ),
         )
         self._record: ClusterRecord | None = None

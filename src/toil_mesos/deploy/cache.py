@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "LEASE_SUFFIX",
     "MAX_BYTES_ENV",
+    "STAGE_LOCKS",
     "BundleLease",
     "CacheEntry",
     "PruneResult",
@@ -68,6 +69,8 @@ __all__ = [
     "parse_duration",
     "parse_size",
     "prune",
+    "same_file",
+    "stage_lock_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ MAX_BYTES_ENV: Final = "TOIL_MESOS_BUNDLE_CACHE_MAX_BYTES"
 DEFAULT_MAX_BYTES: Final = 10 << 30
 LEASE_SUFFIX: Final = ".lease"
 EVICTING_PREFIX: Final = ".evicting-"
+#: The directory of the stagers' lock files, one per bundle, removed with the bundle.
+STAGE_LOCKS: Final = ".locks"
 #: A use is recorded at most this often on the warm path (one ``futimens`` per minute).
 USE_RECORD_SECONDS: Final = 60.0
 _BLOCK = 4096
@@ -201,6 +206,11 @@ def lease_path(cache: Path, sha256: str) -> Path:
     return cache / f"{sha256}{LEASE_SUFFIX}"
 
 
+def stage_lock_path(cache: Path, sha256: str) -> Path:
+    """The file stagers of *sha256* lock so that one extracts it and the others wait."""
+    return cache / STAGE_LOCKS / f"{sha256}.lock"
+
+
 class BundleLease:
     """A shared ``flock`` on a bundle's lease file: while held, no evictor removes the bundle.
 
@@ -245,7 +255,7 @@ class BundleLease:
             return
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _same_file(os.fstat(fd), self.path) and not os.path.lexists(
+            if same_file(os.fstat(fd), self.path) and not os.path.lexists(
                 self.path.with_name(self.sha256)
             ):
                 os.unlink(self.path)
@@ -281,7 +291,7 @@ def acquire_lease(cache: Path, sha256: str) -> BundleLease:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             opened = os.fstat(fd)
-            if _same_file(opened, path):
+            if same_file(opened, path):
                 if time.time() - opened.st_mtime >= USE_RECORD_SECONDS:
                     os.utime(fd)
                 return BundleLease(sha256, path, fd)
@@ -301,7 +311,7 @@ def _open_lease(cache: Path, path: Path) -> int:
         return os.open(path, flags, 0o644)
 
 
-def _same_file(opened: os.stat_result, path: Path) -> bool:
+def same_file(opened: os.stat_result, path: Path) -> bool:
     try:
         current = os.stat(path)
     except FileNotFoundError:
@@ -405,7 +415,7 @@ def evict(cache: Path, sha256: str, *, background: bool = False) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        if not _same_file(os.fstat(fd), path):
+        if not same_file(os.fstat(fd), path):
             return False  # another evictor got here first
         graveyard = cache / f"{EVICTING_PREFIX}{sha256}-{secrets.token_hex(4)}"
         try:
@@ -415,8 +425,11 @@ def evict(cache: Path, sha256: str, *, background: bool = False) -> bool:
         except OSError as exc:
             logger.warning("cannot evict bundle %s from %s: %s", sha256[:12], cache, exc.strerror)
             return False
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        # Under the exclusive lease no stager of this hash is past acquire_lease, so none
+        # holds or waits for its staging lock; one that comes later locks a new file.
+        for done_with in (path, stage_lock_path(cache, sha256)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(done_with)
     finally:
         os.close(fd)
     if graveyard is None:
@@ -453,6 +466,15 @@ def _remove_leftovers(cache: Path) -> None:
             sha256 = name[: -len(LEASE_SUFFIX)]
             if is_sha256(sha256):
                 evict(cache, sha256)  # a lease file of no bundle: unlinked unless held
+    try:
+        locks = os.listdir(cache / STAGE_LOCKS)
+    except OSError:
+        return
+    for name in locks:
+        sha256 = name.removesuffix(".lock")
+        if name.endswith(".lock") and is_sha256(sha256) and sha256 not in names:
+            # The lock of a bundle evicted by an older version, or of a failed staging.
+            evict(cache, sha256)
 
 
 def make_room(cache: Path, *, incoming: int, cap: int) -> list[CacheEntry]:

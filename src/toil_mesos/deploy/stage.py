@@ -44,7 +44,14 @@ from toil_mesos.deploy._durable import fsync_path as _fsync_path
 from toil_mesos.deploy._durable import start_writeback as _start_writeback
 from toil_mesos.deploy._durable import syncfs as _syncfs
 from toil_mesos.deploy._units import human_size
-from toil_mesos.deploy.cache import BundleLease, acquire_lease, prepare_cold
+from toil_mesos.deploy.cache import (
+    STAGE_LOCKS,
+    BundleLease,
+    acquire_lease,
+    prepare_cold,
+    same_file,
+    stage_lock_path,
+)
 from toil_mesos.deploy.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -72,7 +79,8 @@ CACHE_ENV = "TOIL_MESOS_BUNDLE_CACHE"
 _ROOTS_NAME = ".roots.json"
 _ROOTS_FORMAT = "toil-mesos-staged"
 _ROOTS_VERSION = 1
-_LOCKS = ".locks"
+#: A lock file unlinked under us this many times in a row is a fault, not bad luck.
+_LOCK_ATTEMPTS = 100
 _TMP = ".tmp"
 _CHUNK = 1 << 20
 #: A manifest spends about 150 bytes per file, so 64 MiB is several hundred thousand files, far
@@ -129,7 +137,8 @@ def stage(archive: Path, sha256: str, *, cache_dir: Path | None = None) -> Stage
 
     :raises BundleError: a malformed hash, a missing or corrupt archive, a member that is not a
         regular file listed in the manifest, or a cache directory that is full or not writable.
-        Nothing is left behind but lock files, which later calls reuse.
+        Nothing is left behind but the bundle's lock file, which later calls reuse and
+        eviction removes.
     """
     if not is_sha256(sha256):
         raise BundleError(
@@ -220,14 +229,12 @@ def _stage_cold(archive: Path, sha256: str, cache: Path) -> StagedBundle:
     except OSError as exc:
         raise BundleError(f"cannot read bundle archive {str(archive)!r}: {exc.strerror}") from None
     with source:
-        lock_path = cache / _LOCKS / f"{sha256}.lock"
         try:
-            for sub in (_LOCKS, _TMP):
+            for sub in (STAGE_LOCKS, _TMP):
                 (cache / sub).mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise _cache_error(exc, cache, needed=None) from None
-        with _locked(lock_fd, lock_path, sha256):
+        with _locked(cache, stage_lock_path(cache, sha256), sha256):
             final = cache / sha256
             try:
                 staged = _read_staged(final, sha256)
@@ -244,23 +251,34 @@ def _stage_cold(archive: Path, sha256: str, cache: Path) -> StagedBundle:
 
 
 @contextmanager
-def _locked(fd: int, path: Path, sha256: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the open lock file *fd* for the block, then close it.
+def _locked(cache: Path, path: Path, sha256: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the staging lock file *path* for the block.
 
     No timeout: the kernel releases the lock when its holder dies, and the holder only extracts
-    one bounded archive, so a timeout would turn a slow disk into a failed task. The lock file
-    is never removed (removing it would let a waiter lock an unlinked file); stray ones are
-    reused by the next staging of the same hash.
+    one bounded archive, so a timeout would turn a slow disk into a failed task. Evicting a
+    bundle unlinks its lock file (so that a long-lived cache does not keep one per bundle it
+    ever held); a lock taken on a file that is no longer at *path* therefore guards nothing,
+    and is taken again on the file now there.
     """
-    try:
+    for _ in range(_LOCK_ATTEMPTS):
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.debug("stage %s: waiting for lock %s held by another process", sha256[:12], path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _cache_error(exc, cache, needed=None) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.debug("stage %s: waiting for lock %s held by another process",
+                             sha256[:12], path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if same_file(os.fstat(fd), path):
+                yield
+                return
+        finally:
+            os.close(fd)  # releases the lock
+    raise BundleError(f"could not lock {str(path)!r} to stage bundle {sha256}: it was "
+                      f"removed {_LOCK_ATTEMPTS} times while waiting for it")
 
 
 def _set_aside(final: Path, tmp_root: Path, sha256: str) -> None:
@@ -604,7 +622,7 @@ class _Extraction:
                 "stage %s: staged concurrently despite the lock in %s; does this filesystem "
                 "support flock?",
                 self._sha256[:12],
-                self._cache / _LOCKS,
+                self._cache / STAGE_LOCKS,
             )
             _remove_tree(self._tmp)
             return staged

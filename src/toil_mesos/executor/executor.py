@@ -43,11 +43,13 @@ from toil_mesos.executor._supervisor import (
 )
 from toil_mesos.images import APPLIANCE_ENV, same_image
 from toil_mesos.mesos._executor_env import parse_duration
+from toil_mesos.mesos._gpu_devices import devices_of
 from toil_mesos.mesos.interface import Executor
 from toil_mesos.node_report import measure_node
 from toil_mesos.task_spec import TaskSpec, TaskSpecError
 
-__all__ = ["BUNDLE_ROOTS_ENV", "NODE_REPORT_ENV", "TaskPhase", "ToilExecutor", "status_data"]
+__all__ = ["BUNDLE_ROOTS_ENV", "NODE_REPORT_ENV", "TaskPhase", "ToilExecutor", "gpu_environment",
+           "status_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +296,7 @@ class ToilExecutor(Executor):
         if spec.cleanup is not None:
             with self._lock:
                 self._cleanup = (spec.cleanup, self._worker_env(spec, roots, record.task_id))
-        worker = self._start_worker(driver, record, spec, roots)
+        worker = self._start_worker(driver, record, spec, roots, devices_of(task))
         if worker is None:
             return
         ended = worker.wait()
@@ -336,9 +338,11 @@ class ToilExecutor(Executor):
             return self._staged.setdefault(staged.sha256, staged).roots
 
     def _start_worker(
-        self, driver: Any, record: _Task, spec: TaskSpec, roots: tuple[Path, ...]
+        self, driver: Any, record: _Task, spec: TaskSpec, roots: tuple[Path, ...],
+        gpu_devices: list[str] | None = None,
     ) -> WorkerProcess | None:
         env = self._worker_env(spec, roots, record.task_id)
+        env.update(gpu_environment(gpu_devices))
         try:
             toil_worker = self._toil_worker or find_toil_worker()
         except FileNotFoundError as exc:
@@ -443,6 +447,24 @@ class ToilExecutor(Executor):
         if executor_id:
             status["executor_id"] = {"value": executor_id}
         return status
+
+
+def gpu_environment(devices: list[str] | None) -> dict[str, str]:
+    """What tells a worker's CUDA programs which GPUs are the task's, when the agent said so.
+
+    ``CUDA_VISIBLE_DEVICES`` for CUDA itself, and ``SINGULARITYENV_CUDA_VISIBLE_DEVICES`` so
+    that containers Toil runs through Singularity get it too (as Toil's own batch systems set
+    them). Nothing when the agent named no devices: the agent's own setting then stands.
+
+    >>> gpu_environment(["0", "2"])["CUDA_VISIBLE_DEVICES"]
+    '0,2'
+    >>> gpu_environment(None)
+    {}
+    """
+    if devices is None:
+        return {}
+    visible = ",".join(devices)
+    return {"CUDA_VISIBLE_DEVICES": visible, "SINGULARITYENV_CUDA_VISIBLE_DEVICES": visible}
 
 
 def _installed_toil() -> str | None:

@@ -28,6 +28,7 @@ from toil_mesos.scheduler._agent_health import (
     StartFailure,
     offer_address,
 )
+from toil_mesos.scheduler._carving import UNRESERVED, NotEnoughResources, restricted
 from toil_mesos.scheduler._deployment import NOTHING_SHIPS, Deployer
 from toil_mesos.scheduler._job_table import Job, JobTable
 from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
@@ -68,8 +69,10 @@ class DriverCallbacks(Scheduler):
     def __init__(self, table: JobTable, deployer: Deployer, tasks: TaskBuilder, *,
                  health: AgentHealth, diagnostics: ExecutorDiagnostics,
                  framework_id: str | None, endpoint: str,
-                 on_registered: Callable[[str], None]) -> None:
+                 on_registered: Callable[[str], None], role: str = UNRESERVED) -> None:
         self._table = table
+        #: The framework's role: offers are cut down to what it may use (``_carving``).
+        self._role = role
         self._health = health
         self._diagnostics = diagnostics
         self._deployer = deployer
@@ -132,7 +135,8 @@ class DriverCallbacks(Scheduler):
             capacities, held_back, set_aside = self._usable_offers(offers)
             deployment = self._deployer.deployment or NOTHING_SHIPS
             pairs = warm_first(list(capacities.values()), table.warm_agents(deployment.sha256))
-            launches = table.queue.place([capacity for _, capacity in pairs])
+            launches = table.queue.place([capacity for _, capacity in pairs],
+                                         elsewhere=self._room_elsewhere(offers, pairs))
             for index, jobs in launches.items():
                 self._launch(driver, pairs[index][0], self._within_allowance(pairs[index][0], jobs))
             refuse = _DECLINE_BUSY_SECONDS if len(table.queue) else _DECLINE_IDLE_SECONDS
@@ -161,12 +165,14 @@ class DriverCallbacks(Scheduler):
         held_back: list[Any] = []
         set_aside: list[Any] = []
         changed = False
-        for offer in offers:
+        for offer in (restricted(o, self._role) for o in offers):
             agent_id = str(offer["agent_id"]["value"])
             hostname = table.hostnames[agent_id] = str(offer.get("hostname") or agent_id)
             self._health.offered(agent_id, hostname, offer_address(offer))
             capacity = offer_capacity(offer)
-            if table.is_idle(agent_id):  # an idle agent offers all of itself
+            # An idle agent offers all of itself; one with nothing for this role (everything
+            # reserved for others) is not an agent of this framework at all.
+            if table.is_idle(agent_id) and (capacity.millicores or capacity.mem_mib):
                 changed |= table.note_capacity(agent_id, dataclasses.replace(capacity))
             if self._health.is_set_aside(agent_id):
                 set_aside.append(offer["id"])
@@ -177,6 +183,18 @@ class DriverCallbacks(Scheduler):
         if changed:
             table.queue.set_agents(table.agents.values())
         return usable, held_back, set_aside
+
+    def _room_elsewhere(self, offers: list[Any],
+                        pairs: list[tuple[Any, Capacity]]) -> list[Capacity]:
+        """In a round with GPU offers: the room that agents without GPUs which offered nothing
+        now are known to have, so jobs without GPUs wait for them instead of a GPU agent."""
+        if not any(capacity.gpus > 0 for _, capacity in pairs):
+            return []
+        table = self._table
+        exclude = {str(o["agent_id"]["value"]) for o in offers}
+        exclude.update(a for a in table.agents
+                       if self._health.is_set_aside(a) or table.hostnames.get(a) in table.ignored)
+        return table.room_without_gpus(exclude)
 
     def _allowance(self, agent_id: str) -> int | None:
         """How many more tasks an agent may get now: after a failed start one at a time, and
@@ -211,9 +229,16 @@ class DriverCallbacks(Scheduler):
         for request in jobs:
             job = table.jobs[request.job_id]
             entries.append((request, job.name, job.command, job.environment))
-        tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
-                                  bundle_sha256=deployment.sha256,
-                                  attempt_of=self._health.attempt)
+        try:
+            tasks = self._tasks.tasks(offer=offer, jobs=entries, executor=executor,
+                                      bundle_sha256=deployment.sha256,
+                                      attempt_of=self._health.attempt)
+        except NotEnoughResources as exc:  # placement and carving disagree: nothing launches
+            logger.error("no tasks launched on %s: %s", hostname, exc)
+            for request in jobs:
+                table.queue.add(request)
+            self._decline(driver, [offer["id"]], _DECLINE_BUSY_SECONDS)
+            return
         for request, task in zip(jobs, tasks, strict=True):
             table.launched(table.jobs[request.job_id], task["task_id"]["value"], agent_id,
                            hostname)
@@ -342,8 +367,13 @@ class DriverCallbacks(Scheduler):
 
 
 def never_fits_message(job: JobRequest) -> str:
-    return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
-            f"{job.disk} bytes of disk, which no agent of this cluster has")
+    if not job.gpus:
+        return (f"job {job.job_id} needs {job.cores} cores, {job.memory} bytes of memory and "
+                f"{job.disk} bytes of disk, which no agent of this cluster has")
+    return (f"job {job.job_id} needs {job.gpus} GPUs with {job.cores} cores, {job.memory} "
+            f"bytes of memory and {job.disk} bytes of disk on one agent, which no agent of "
+            "this cluster has (agents offer GPUs as the 'gpus' resource, e.g. Mesos agents "
+            "with --isolation=gpu/nvidia, or `toil-mesos cluster up --gpus N`)")
 
 
 def _is_fetch_failure(status: Any) -> bool:

@@ -9,6 +9,7 @@ by agent and by host, and started ones are kept apart, so nothing here scans all
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -149,6 +150,24 @@ class JobTable:
             return False
         self.agents[agent_id] = capacity
         return True
+
+    def room_without_gpus(self, exclude: set[str]) -> list[Capacity]:
+        """What known agents without GPUs (but those in *exclude*) have left: their whole
+        capacity less what this workflow's tasks there asked for.
+
+        An estimate (other frameworks' tasks are not counted), used only to keep jobs without
+        GPUs off GPU agents while such room exists; asked only in rounds with GPU offers.
+        """
+        rooms = []
+        for agent_id, capacity in self.agents.items():
+            if capacity.gpus or agent_id in exclude:
+                continue
+            room = dataclasses.replace(capacity)
+            for job_id in self.on_agent.get(agent_id, ()):
+                room.take(self.jobs[job_id].request)
+            if room.millicores > 0:
+                rooms.append(room)
+        return rooms
 
     def forget_agent(self, agent_id: str) -> None:
         self.agents.pop(agent_id, None)

@@ -1,11 +1,15 @@
 """What jobs need and what offers hold, in the units Mesos compares them in.
 
-The packing is in :mod:`toil_mesos.scheduler._placement`: jobs are placed largest first (cores,
-then memory, then disk), each into the first offer with room left, so big jobs are not starved
-by many small ones. Cores are compared in thousandths and memory and disk in whole MiB, rounded
-up, exactly as the tasks will ask for them, so a job never fits here and then fails Mesos' own
-check. A job that is not preemptible never goes to an agent whose ``preemptible`` attribute is
-true; a preemptible job may go anywhere (as in Toil's own Mesos batch system).
+The packing is in :mod:`toil_mesos.scheduler._placement`: jobs are placed largest first (GPUs,
+then cores, memory and disk), each into the first offer with room left, so big jobs are not
+starved by many small ones. Cores are compared in thousandths and memory and disk in whole MiB,
+rounded up, exactly as the tasks will ask for them, so a job never fits here and then fails
+Mesos' own check. A job that is not preemptible never goes to an agent whose ``preemptible``
+attribute is true; a preemptible job may go anywhere (as in Toil's own Mesos batch system).
+
+GPUs are Mesos' ``gpus`` scalar, counted in whole devices (the agent's GPU isolator hands out
+devices, never fractions). A job asking for none fits an agent with GPUs too; the packing only
+tries such agents after the others (:mod:`~toil_mesos.scheduler._placement`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class JobRequest:
     memory: int
     disk: int
     preemptible: bool = False
+    #: Whole GPUs (the ``gpus`` resource); 0 for a job without GPU accelerators.
+    gpus: int = 0
 
     size: tuple[int, int, int] = field(init=False, repr=False, compare=False)
 
@@ -71,18 +77,21 @@ class Capacity:
     mem_mib: int
     disk_mib: int
     preemptible: bool
+    gpus: int = 0
 
     def fits(self, job: JobRequest) -> bool:
         cores, memory, disk = job.size
         if self.preemptible and not job.preemptible:
             return False
-        return cores <= self.millicores and memory <= self.mem_mib and disk <= self.disk_mib
+        return (cores <= self.millicores and memory <= self.mem_mib and disk <= self.disk_mib
+                and job.gpus <= self.gpus)
 
     def take(self, job: JobRequest) -> None:
         cores, memory, disk = job.size
         self.millicores -= cores
         self.mem_mib -= memory
         self.disk_mib -= disk
+        self.gpus -= job.gpus
 
 
 @functools.lru_cache(maxsize=1024)
@@ -93,7 +102,7 @@ def _size(cores: float, memory: int, disk: int) -> tuple[int, int, int]:
 
 def offer_capacity(offer: Mapping[str, Any]) -> Capacity:
     """The scalar resources of a v1 Offer, and whether its agent is preemptible."""
-    totals = {"cpus": 0.0, "mem": 0.0, "disk": 0.0}
+    totals = {"cpus": 0.0, "mem": 0.0, "disk": 0.0, "gpus": 0.0}
     for resource in offer.get("resources") or ():
         name = resource.get("name")
         if name in totals and resource.get("type", "SCALAR") == "SCALAR":
@@ -103,6 +112,7 @@ def offer_capacity(offer: Mapping[str, Any]) -> Capacity:
         mem_mib=math.floor(totals["mem"]),
         disk_mib=math.floor(totals["disk"]),
         preemptible=_is_preemptible(offer.get("attributes") or ()),
+        gpus=math.floor(round(totals["gpus"], 6)),
     )
 
 

@@ -1,7 +1,7 @@
 """The queue of jobs waiting for offers, grouped by shape, and the packing of offers from it.
 
 A leader with 100,000 queued jobs must answer an offer round in milliseconds, so nothing here
-walks the queue. Jobs are grouped by *shape* (cores in thousandths, memory and disk in MiB,
+walks the queue. Jobs are grouped by *shape* (GPUs, cores in thousandths, memory and disk in MiB,
 preemptible), first in first out within a shape. Packing goes through sizes largest first,
 which places jobs in exactly the order :func:`~toil_mesos.scheduler._matching.place_jobs`
 does (size descending, then oldest first), and each job goes into the first offer with room.
@@ -12,6 +12,17 @@ launched), whatever the length of the queue.
 
 Whether a shape could *ever* fit (some agent's whole capacity holds it) is decided once per
 shape, again only when the set of agent capacities changes.
+
+GPUs come first in a size, so a round places GPU jobs before any other: they can only go to
+agents with GPUs, and must find them before other jobs have taken those agents' cores. Jobs
+that ask for no GPU try the offers of agents without GPUs first and go to an agent with GPUs
+only when no other offer has room (Mesos' advice for frameworks that declare
+``GPU_RESOURCES``: keep GPU machines free for GPU work). That is a stable reordering of the
+offers, GPU agents last, done once per round, so the cursors and the cost above are unchanged.
+Offers of different agents come in different rounds, so "no other offer has room" is not only
+this round's offers: a caller may pass the room that agents without GPUs are known to have
+although they offered nothing now (``elsewhere``); a job of a shape that fits there waits for
+them rather than take a GPU agent. That shortens the shape's cursor range, nothing more.
 """
 
 from __future__ import annotations
@@ -23,29 +34,48 @@ from typing import Any, TypeAlias, TypeVar
 
 from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
 
-__all__ = ["Placement", "Shape", "ShapeQueue", "place_jobs", "shape_of", "warm_first"]
+__all__ = ["Placement", "Shape", "ShapeQueue", "gpu_agents_last", "place_jobs", "shape_of",
+           "warm_first"]
 
-#: (millicores, memory MiB, disk MiB, preemptible): what a job needs, as offers are compared.
-Shape: TypeAlias = tuple[int, int, int, bool]
-_Size: TypeAlias = tuple[int, int, int]
+#: (GPUs, millicores, memory MiB, disk MiB, preemptible): what a job needs, as offers are
+#: compared.
+Shape: TypeAlias = tuple[int, int, int, int, bool]
+_Size: TypeAlias = tuple[int, int, int, int]
 _T = TypeVar("_T")
 
 
 def shape_of(job: JobRequest) -> Shape:
-    return (*job.size, job.preemptible)
+    return (job.gpus, *job.size, job.preemptible)
 
 
 def _fits(capacity: Capacity, size: _Size, preemptible: bool) -> bool:
     if capacity.preemptible and not preemptible:
         return False
-    return (size[0] <= capacity.millicores and size[1] <= capacity.mem_mib
-            and size[2] <= capacity.disk_mib)
+    return (size[0] <= capacity.gpus and size[1] <= capacity.millicores
+            and size[2] <= capacity.mem_mib and size[3] <= capacity.disk_mib)
 
 
 def _take(capacity: Capacity, size: _Size) -> None:
-    capacity.millicores -= size[0]
-    capacity.mem_mib -= size[1]
-    capacity.disk_mib -= size[2]
+    capacity.gpus -= size[0]
+    capacity.millicores -= size[1]
+    capacity.mem_mib -= size[2]
+    capacity.disk_mib -= size[3]
+
+
+def gpu_agents_last(capacities: Sequence[Capacity]) -> list[int]:
+    """The offer indices in the order packing tries them: agents without GPUs first.
+
+    A job without GPUs then lands on an agent with GPUs only when no other offer has room;
+    a GPU job fits no agent without GPUs, so for it the order changes nothing. Stable within
+    each group, so warm agents stay first among their kind.
+
+    >>> gpu_agents_last([Capacity(1000, 1, 1, False, 1), Capacity(1000, 1, 1, False)])
+    [1, 0]
+    """
+    plain = [i for i, c in enumerate(capacities) if c.gpus <= 0]
+    if len(plain) == len(capacities):
+        return plain
+    return plain + [i for i, c in enumerate(capacities) if c.gpus > 0]
 
 
 class ShapeQueue:
@@ -58,7 +88,7 @@ class ShapeQueue:
         #: Shapes known to fit no agent (only while the agent capacities stay the same).
         self._never: set[Shape] = set()
         self._fit_known: set[Shape] = set()
-        self._agent_sizes: frozenset[tuple[int, int, int, bool]] = frozenset()
+        self._agent_sizes: frozenset[tuple[int, int, int, int, bool]] = frozenset()
 
     def __len__(self) -> int:
         return len(self._shape_of)
@@ -76,7 +106,7 @@ class ShapeQueue:
         jobs = self._shapes.get(shape)
         if jobs is None:
             jobs = self._shapes[shape] = OrderedDict()
-            if not any(s[:3] == shape[:3] for s in self._shapes if s != shape):
+            if not any(s[:4] == shape[:4] for s in self._shapes if s != shape):
                 self._sizes = None
         jobs[job.job_id] = job
         self._shape_of[job.job_id] = shape
@@ -92,7 +122,8 @@ class ShapeQueue:
 
     def set_agents(self, agents: Iterable[Capacity]) -> None:
         """The whole capacity of every known agent; fit verdicts are redone only on change."""
-        sizes = frozenset((a.millicores, a.mem_mib, a.disk_mib, a.preemptible) for a in agents)
+        sizes = frozenset((a.gpus, a.millicores, a.mem_mib, a.disk_mib, a.preemptible)
+                          for a in agents)
         if sizes != self._agent_sizes:
             self._agent_sizes = sizes
             self._never.clear()
@@ -107,9 +138,9 @@ class ShapeQueue:
             return False
         if shape not in self._fit_known:
             self._fit_known.add(shape)
-            size = shape[:3]
-            if not any(_fits(Capacity(c, m, d, p), size, shape[3])
-                       for c, m, d, p in self._agent_sizes):
+            size = shape[:4]
+            if not any(_fits(Capacity(c, m, d, p, g), size, shape[4])
+                       for g, c, m, d, p in self._agent_sizes):
                 self._never.add(shape)
         return shape in self._never
 
@@ -125,43 +156,62 @@ class ShapeQueue:
 
     # ---- packing ---------------------------------------------------------------------------
 
-    def place(self, capacities: Sequence[Capacity]) -> dict[int, list[JobRequest]]:
+    def place(self, capacities: Sequence[Capacity], *,
+              elsewhere: Sequence[Capacity] = ()) -> dict[int, list[JobRequest]]:
         """Pack queued jobs into *capacities* (shrinking them); placed jobs leave the queue.
 
-        Returns the jobs per offer index, each list in placing order.
+        Returns the jobs per offer index, each list in placing order. Offers of agents with
+        GPUs are tried last (:func:`gpu_agents_last`), and not at all for jobs without GPUs
+        that fit the room *elsewhere* (agents without GPUs that offered nothing this round).
         """
         launches: dict[int, list[JobRequest]] = {}
         if not capacities or not self._shape_of:
             return launches
-        count = len(capacities)
+        order = gpu_agents_last(capacities)
+        capacities = [capacities[i] for i in order]
+        plain = sum(1 for c in capacities if c.gpus <= 0)
         for size in self._sorted_sizes():
-            # Per preemptible flag: its jobs, and the first offer that may still fit them.
+            # Per preemptible flag: its jobs, the first offer that may still fit them, and
+            # the end of the offers they may take.
             queues = [q for q in (self._shapes.get((*size, False)), self._shapes.get((*size, True)))
                       if q]
+            ends = [self._end(size, next(iter(q.values())).preemptible, capacities, plain,
+                              elsewhere) for q in queues]
             cursors = [0] * len(queues)
             while queues:
                 # The oldest head of the live flags goes next (the reference order).
                 which = min(range(len(queues)), key=lambda i: next(iter(queues[i])))
                 jobs = queues[which]
                 job = jobs[next(iter(jobs))]
-                index = cursors[which]
+                index, count = cursors[which], ends[which]
                 while index < count and not _fits(capacities[index], size, job.preemptible):
                     index += 1
                 if index == count:
                     # Nothing fits this shape now, nor will this round: the rest of it waits.
-                    del queues[which], cursors[which]
+                    del queues[which], cursors[which], ends[which]
                     continue
                 cursors[which] = index
                 _take(capacities[index], size)
-                launches.setdefault(index, []).append(job)
+                launches.setdefault(order[index], []).append(job)
                 self.remove(job.job_id)
                 if not jobs:
-                    del queues[which], cursors[which]
+                    del queues[which], cursors[which], ends[which]
         return launches
+
+    @staticmethod
+    def _end(size: _Size, preemptible: bool, capacities: Sequence[Capacity], plain: int,
+             elsewhere: Sequence[Capacity]) -> int:
+        """How many of the (GPU agents last) offers jobs of this size and flag may take: all,
+        or only those without GPUs when the job asks for none and fits *elsewhere*."""
+        if plain == len(capacities) or size[0] or not elsewhere:
+            return len(capacities)
+        if any(_fits(room, size, preemptible) for room in elsewhere):
+            return plain  # an agent without GPUs has room for it: wait for that one's offer
+        return len(capacities)
 
     def _sorted_sizes(self) -> list[_Size]:
         if self._sizes is None:
-            self._sizes = sorted({s[:3] for s in self._shapes}, reverse=True)
+            self._sizes = sorted({s[:4] for s in self._shapes}, reverse=True)
         return self._sizes
 
     def _merged(self, size: _Size) -> Iterator[JobRequest]:

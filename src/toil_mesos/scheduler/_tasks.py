@@ -6,7 +6,10 @@ executor runs many tasks and fetches the bundle once. The executor id includes t
 hash: a restarted workflow with changed code gets new executors, never a stale one.
 
 The executor asks for no resources of its own, so a 2-core agent runs two 1-core jobs; the
-tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores as given.
+tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores in
+thousandths rounded up, and a job with GPU accelerators also asks for that many ``gpus``. Each
+task's resources are exact slices of the offer's own resource objects (reservations, role and
+``allocation_info`` kept), reserved ones first: :mod:`toil_mesos.scheduler._carving`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ from importlib import metadata
 from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
-from toil_mesos.scheduler._matching import JobRequest, mib
+from toil_mesos.scheduler._carving import UNRESERVED, OfferResources, thousandths
+from toil_mesos.scheduler._matching import JobRequest, mib, millicores
 from toil_mesos.task_spec import TaskSpec
 
-__all__ = ["TaskBuilder", "executor_id_for", "executor_info", "installed_toil", "task_info"]
+__all__ = [
+    "TaskBuilder",
+    "executor_id_for",
+    "executor_info",
+    "installed_toil",
+    "task_amounts",
+    "task_info",
+]
 
 
 def executor_id_for(workflow_id: str, bundle_sha256: str | None) -> str:
@@ -83,42 +94,33 @@ def task_info(
     offer: Mapping[str, Any],
     executor: Mapping[str, Any],
     spec: TaskSpec,
+    role: str = UNRESERVED,
 ) -> dict[str, Any]:
-    """The TaskInfo launching *job* on the agent of *offer*."""
-    allocation = _allocation_info(offer)
-    resources = []
-    for resource_name, value in (
-        ("cpus", float(job.cores)),
-        ("mem", float(mib(job.memory))),
-        ("disk", float(mib(job.disk))),
-    ):
-        resource: dict[str, Any] = {
-            "name": resource_name,
-            "type": "SCALAR",
-            "scalar": {"value": value},
-        }
-        if allocation is not None:
-            resource["allocation_info"] = allocation
-        resources.append(resource)
+    """The TaskInfo launching *job* on the agent of *offer*, as a framework in *role*."""
     return {
         "name": name,
         "task_id": {"value": task_id},
         "agent_id": dict(offer["agent_id"]),
-        "resources": resources,
+        "resources": OfferResources(offer, role).take(task_amounts(job)),
         "executor": dict(executor),
         "data": base64.b64encode(spec.to_json()).decode("ascii"),
     }
 
 
-def _allocation_info(offer: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The offer's allocation info, which tasks must repeat when the framework uses roles."""
-    info = offer.get("allocation_info")
-    if info:
-        return dict(info)
-    for resource in offer.get("resources") or ():
-        if resource.get("allocation_info"):
-            return dict(resource["allocation_info"])
-    return None
+def task_amounts(job: JobRequest) -> dict[str, float]:
+    """What a task of *job* takes, by Mesos resource name, in Mesos' units.
+
+    Cores are rounded up to thousandths and memory and disk to whole MiB, exactly as
+    placement compared them. A job's GPUs are carved the same way as any other scalar.
+    """
+    amounts = {
+        "cpus": millicores(job.cores) / 1000,
+        "mem": float(mib(job.memory)),
+        "disk": float(mib(job.disk)),
+    }
+    if job.gpus > 0:
+        amounts["gpus"] = float(job.gpus)
+    return amounts
 
 
 class TaskBuilder:
@@ -130,8 +132,11 @@ class TaskBuilder:
     """
 
     def __init__(self, *, run_id: str, executor_command: Sequence[str],
-                 cleanup: Mapping[str, Any], appliance: str | None) -> None:
+                 cleanup: Mapping[str, Any], appliance: str | None,
+                 role: str = UNRESERVED) -> None:
         self._run_id = run_id
+        #: The framework's role: which reserved resources of an offer tasks may take.
+        self._role = role
         self._command = list(executor_command)
         self._cleanup = dict(cleanup)
         self._appliance = appliance
@@ -171,19 +176,23 @@ class TaskBuilder:
         """The TaskInfos launching *jobs* (request, name, command, environment) on *offer*.
 
         The same as :func:`task_info` with a :class:`TaskSpec` per job, built for thousands of
-        tasks a round: what tasks share (agent, executor, resources of one size, the spec's
+        tasks a round: what tasks share (agent, executor, resources cut alike, the spec's
         fixed fields, a shared environment) is built once and shared, not copied.
+
+        :raises NotEnoughResources: when *offer* cannot hold every job (placement sized it
+            wrongly); no task is returned then.
         """
-        allocation = _allocation_info(offer)
+        carver = OfferResources(offer, self._role)
         agent_id = dict(offer["agent_id"])
-        resources: dict[tuple[float, int, int], list[dict[str, Any]]] = {}
         head, tail = self._spec_ends(bundle_sha256)
         built = []
+        sizes: dict[tuple[Any, ...], tuple[tuple[str, int], ...]] = {}
         for job, name, command, environment in jobs:
-            key = (float(job.cores), job.size[1], job.size[2])
-            shared = resources.get(key)
-            if shared is None:
-                shared = resources[key] = _resources(key, allocation)
+            size = (*job.size, job.gpus)
+            wanted = sizes.get(size)
+            if wanted is None:  # once per size, not per task
+                wanted = sizes[size] = thousandths(task_amounts(job))
+            shared = carver.take_thousandths(wanted)
             data = b'%s"job_id":%d,"command":%s,"environment":%s,%s' % (
                 head, job.job_id, _dumps(command).encode(),
                 self._environment_json(environment), tail)
@@ -221,21 +230,6 @@ class TaskBuilder:
             self._environments.clear()
         self._environments[id(environment)] = (environment, data)
         return data
-
-
-def _resources(key: tuple[float, int, int], allocation: dict[str, Any] | None
-               ) -> list[dict[str, Any]]:
-    resources = []
-    for resource_name, value in zip(("cpus", "mem", "disk"), key, strict=True):
-        resource: dict[str, Any] = {
-            "name": resource_name,
-            "type": "SCALAR",
-            "scalar": {"value": float(value)},
-        }
-        if allocation is not None:
-            resource["allocation_info"] = allocation
-        resources.append(resource)
-    return resources
 
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode

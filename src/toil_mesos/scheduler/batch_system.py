@@ -31,6 +31,7 @@ from toil.batchSystems.abstractBatchSystem import (
     EXIT_STATUS_UNAVAILABLE_VALUE,
     AbstractScalableBatchSystem,
     BatchJobExitReason,
+    InsufficientSystemResources,
     NodeInfo,
     UpdatedBatchJobInfo,
 )
@@ -41,9 +42,11 @@ from toil_mesos.errors import MesosError
 from toil_mesos.images import APPLIANCE_ENV
 from toil_mesos.mesos.driver import SchedulerDriver
 from toil_mesos.scheduler import options as mesos_options
+from toil_mesos.scheduler._accelerators import gpus_of, refusal, unchecked_models
 from toil_mesos.scheduler._agent_files import ExecutorDiagnostics
 from toil_mesos.scheduler._agent_health import AgentHealth, all_set_aside_message
 from toil_mesos.scheduler._callbacks import DriverCallbacks, never_fits_message
+from toil_mesos.scheduler._carving import UNRESERVED
 from toil_mesos.scheduler._deployment import Deployer, default_bundle_dir
 from toil_mesos.scheduler._framework import FrameworkRecord, tear_down_previous
 from toil_mesos.scheduler._job_table import Job, JobTable
@@ -107,7 +110,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         # The run id names this leader run's tasks and executors apart from any other run's.
         tasks = TaskBuilder(run_id=secrets.token_hex(4),
                             executor_command=shlex.split(self._options.executor),
-                            cleanup=self.workerCleanupInfo._asdict(), appliance=appliance)
+                            cleanup=self.workerCleanupInfo._asdict(), appliance=appliance,
+                            role=self._options.role or UNRESERVED)
         self._record = FrameworkRecord(getattr(config, "jobStore", None))
         self._health = AgentHealth()
         self._diagnostics = ExecutorDiagnostics(self._options.executor)
@@ -115,9 +119,12 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                                           health=self._health, diagnostics=self._diagnostics,
                                           framework_id=self._options.framework_id,
                                           endpoint=self._options.endpoint,
-                                          on_registered=self._record.write)
+                                          on_registered=self._record.write,
+                                          role=self._options.role or UNRESERVED)
         #: The environment jobs share unless they bring their own (one copy, not one per job).
         self._shared_environment: dict[str, str] = dict(self.environment)
+        #: GPU models jobs named, already warned about (Mesos cannot check them).
+        self._unchecked_models: set[str] = set()
         _hide_toils_auto_deployment_warning()
         warn_about_linked_imports(config, self._options.deploy.shared_paths)
         framework: dict[str, Any] = {
@@ -126,8 +133,13 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             "failover_timeout": 300.0,
             # Agents keep this workflow's executors across their restarts (agent-recovery.md).
             "checkpoint": self._options.checkpoint,
-            "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"}],
-            "roles": [self._options.role or "*"],
+            # RESERVATION_REFINEMENT: offers may then hold refined reservations too, in the
+            # ``reservations`` format; tasks repeat the offer's fields, so either format works.
+            # GPU_RESOURCES: a master offers agents with GPUs only to frameworks that say they
+            # know them; jobs without GPUs keep off those agents while others have room.
+            "capabilities": [{"type": "MULTI_ROLE"}, {"type": "TASK_KILLING_STATE"},
+                             {"type": "RESERVATION_REFINEMENT"}, {"type": "GPU_RESOURCES"}],
+            "roles": [self._options.role or UNRESERVED],
         }
         if self._options.framework_id:
             framework["id"] = {"value": self._options.framework_id}
@@ -167,13 +179,16 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
         deployment = self._deployer.deploy(job_desc)
         uncovered = self._deployer.uncovered_module(job_desc, deployment)
         job_id = int(self.getNextJobID())
+        accelerators = getattr(job_desc, "accelerators", None) or []
         request = JobRequest(
             job_id=job_id,
             cores=float(job_desc.cores),
             memory=int(job_desc.memory),
             disk=int(job_desc.disk),
             preemptible=bool(job_desc.preemptible),
+            gpus=gpus_of(accelerators),
         )
+        self._note_unchecked_models(accelerators)
         job = Job(job_id, request, command, self._environment_for(job_environment),
                   str(job_desc.jobName))
         table = self._table
@@ -192,6 +207,29 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
                 self._driver.reviveOffers()
         logger.debug("issued job %d (%s): %s", job_id, job.name, command)
         return job_id
+
+    def _check_accelerator_request(self, requirer: Any) -> None:
+        """Refuse, as Toil's batch systems do, accelerators Mesos can never provide.
+
+        Called by ``check_resource_request`` at the start of :meth:`issueBatchJob`, so such a
+        job stops the workflow at once with Toil's ``InsufficientSystemResources``, naming
+        the job and the accelerator. GPUs are checked against the agents later, per offer.
+        """
+        for accelerator in requirer.accelerators:
+            problem = refusal(accelerator)
+            if problem is not None:
+                raise InsufficientSystemResources(
+                    requirer, "accelerators",
+                    details=[f"The accelerator {dict(accelerator)} cannot be provided: "
+                             f"{problem}."],
+                )
+
+    def _note_unchecked_models(self, accelerators: Any) -> None:
+        for model in unchecked_models(accelerators):
+            if model not in self._unchecked_models:
+                self._unchecked_models.add(model)
+                logger.warning("jobs ask for GPU model %r, which Mesos offers do not describe: "
+                               "they get the GPUs of whichever agent has them free", model)
 
     def _environment_for(self, job_environment: Mapping[str, str] | None) -> dict[str, str]:
         if self._shared_environment != self.environment:

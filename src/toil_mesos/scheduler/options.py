@@ -26,6 +26,7 @@ from toil_mesos.deploy.options import DEFAULT_MAX_BYTES, DeployOptions, NativePo
 from toil_mesos.errors import MesosError
 from toil_mesos.mesos import Credentials, MasterSpec, parse_master_spec
 from toil_mesos.mesos._master_spec import ZooKeeperMasters
+from toil_mesos.scheduler._carving import check_role
 
 __all__ = ["MesosOptions", "add_options", "read_credentials", "set_options"]
 
@@ -51,7 +52,8 @@ _OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--mesosFrameworkId",), "mesos_framework_id", "TOIL_MESOS_FRAMEWORK_ID",
      {"default": None, "help": "re-use this Mesos framework id"}),
     (("--mesosRole",), "mesos_role", "TOIL_MESOS_ROLE",
-     {"default": None, "help": "the Mesos role to register with"}),
+     {"default": None, "help": "the Mesos role to register with: jobs then also run on "
+      "resources reserved for it (taken first), besides unreserved ones"}),
     (("--mesosName",), "mesos_name", "TOIL_MESOS_NAME",
      {"default": "toil", "help": "the Mesos framework name"}),
     (("--mesosUser",), "mesos_user", "TOIL_MESOS_USER",
@@ -164,7 +166,7 @@ class MesosOptions:
             credentials=read_credentials(get("mesos_principal"), get("mesos_secret_file")),
             ca_cert=ca_cert,
             framework_id=get("mesos_framework_id"),
-            role=get("mesos_role"),
+            role=_checked_role(get("mesos_role")),
             name=str(get("mesos_name", "toil")),
             user=str(get("mesos_user") or getpass.getuser()),
             bundle_address=get("mesos_bundle_address"),
@@ -214,3 +216,13 @@ def read_credentials(principal: str | None, secret_file: str | None) -> Credenti
         return Credentials(principal, secret)
     except ValueError as exc:
         raise MesosError(f"--mesosPrincipal: {exc}") from None
+
+
+def _checked_role(role: str | None) -> str | None:
+    """``--mesosRole`` as given, or a MesosError naming the option and Mesos' rule broken."""
+    if role is None:
+        return None
+    try:
+        return check_role(str(role))
+    except ValueError as exc:
+        raise MesosError(f"--mesosRole {role!r} is not a valid Mesos role: {exc}") from None

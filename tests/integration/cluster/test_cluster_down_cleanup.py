@@ -31,7 +31,7 @@ def _write(path: Path, data: bytes = b"x" * 1000) -> Path:
     return path
 
 
-def test_down_removes_sandboxes_and_fetcher_caches_only(work_dir: Path) -> None:
+def test_down_removes_sandboxes_and_caches_only(work_dir: Path) -> None:
     up(work_dir, ClusterOptions(master_command=FAKE_MASTER, agent_command=FAKE_AGENT, agents=2))
     record = read_record(work_dir)
     assert record is not None
@@ -42,6 +42,8 @@ def test_down_removes_sandboxes_and_fetcher_caches_only(work_dir: Path) -> None:
                / "R" / "bundle.tar.zst")
         for i in (0, 1)
     ] + [_write(work_dir / "agents" / str(i) / "fetchcache" / "root" / "c1-b.tar.zst")
+         for i in (0, 1)
+    ] + [_write(work_dir / "agents" / str(i) / "bundle-cache" / ("0" * 64) / "m.py")
          for i in (0, 1)]
     # What the cluster did not make.
     mine = _write(work_dir / "agents" / "0" / "notes.txt")
@@ -53,6 +55,7 @@ def test_down_removes_sandboxes_and_fetcher_caches_only(work_dir: Path) -> None:
     for i in (0, 1):
         assert f"removed {work_dir / 'agents' / str(i) / 'slaves'}" in done.stdout
         assert f"removed {work_dir / 'agents' / str(i) / 'fetchcache'}" in done.stdout
+        assert f"removed {work_dir / 'agents' / str(i) / 'bundle-cache'}" in done.stdout
     assert mine.exists() and elsewhere.exists() and beside.exists()
     assert not (work_dir / "agents" / "1").exists()  # emptied: removed
     assert (work_dir / "logs").is_dir()  # logs stay for post-mortems

@@ -227,25 +227,38 @@ def test_a_minicluster_holds_its_work_dir(work_dir: Path) -> None:
         assert "is working on" in done.stderr
 
 
-def test_executor_env_becomes_every_agents_flag(work_dir: Path) -> None:
-    variables = {"TOIL_MESOS_APPLIANCE": "toil-mesos:dev", "LANG": "C.UTF-8"}
-    with fake_mini(work_dir, agents=2, executor_env=variables) as cluster:
-        agents = [d for d in cluster.record.daemons if d.role == "agent"]
-        refs = [d.process for d in cluster.record.daemons]
-    assert len(agents) == 2
-    for agent in agents:
+def _executor_env_flags(cluster: Any) -> list[dict[str, str]]:
+    flags = []
+    for agent in (d for d in cluster.record.daemons if d.role == "agent"):
         argv = list(agent.argv)
         flag = argv.index("--executor-environment-variables")
-        assert json.loads(argv[flag + 1]) == variables
-    assert_nothing_left(work_dir, refs)
+        flags.append(json.loads(argv[flag + 1]))
+    return flags
 
 
-def test_without_executor_env_the_agents_get_no_flag(work_dir: Path) -> None:
-    with fake_mini(work_dir) as cluster:
-        argvs = [d.argv for d in cluster.record.daemons if d.role == "agent"]
+def test_executor_env_is_added_to_every_agents_flag(work_dir: Path) -> None:
+    variables = {"TOIL_MESOS_APPLIANCE": "toil-mesos:dev", "LANG": "C.UTF-8"}
+    with fake_mini(work_dir, agents=2, executor_env=variables) as cluster:
+        flags = _executor_env_flags(cluster)
         refs = [d.process for d in cluster.record.daemons]
-    assert argvs and all("--executor-environment-variables" not in a for a in argvs)
+    assert len(flags) == 2
+    for index, flag in enumerate(flags):
+        cache = flag.pop("TOIL_MESOS_BUNDLE_CACHE")
+        assert flag == variables
+        assert Path(cache) == work_dir / "agents" / str(index) / "bundle-cache"
     assert_nothing_left(work_dir, refs)
+
+
+def test_each_agent_stages_bundles_in_its_own_work_dir(work_dir: Path) -> None:
+    mine = {"TOIL_MESOS_BUNDLE_CACHE": "/srv/bundles"}
+    with fake_mini(work_dir, agents=2) as cluster:
+        caches = [flag["TOIL_MESOS_BUNDLE_CACHE"] for flag in _executor_env_flags(cluster)]
+        refs = [d.process for d in cluster.record.daemons]
+    assert len(set(caches)) == 2
+    assert all(Path(c).is_relative_to(work_dir) for c in caches)
+    assert_nothing_left(work_dir, refs)
+    with fake_mini(work_dir, agents=1, executor_env=mine) as cluster:
+        assert _executor_env_flags(cluster) == [mine]  # the user's choice wins
 
 
 def test_stale_record_of_a_dead_cluster_is_cleaned_up(work_dir: Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import FileServer
+from agent_helpers import FileServer, wait_until
 
 from toil_mesos.cluster.testing import MiniCluster, cluster_work_dir
 from toil_mesos.mesos.driver import SchedulerDriver
@@ -204,9 +204,16 @@ def test_master_restart_keeps_the_framework_and_its_task(world):
     recorder.update("t5", "TASK_RUNNING")
     mini.restart_master()
     recorder.wait_for(lambda name, _: name in ("registered", "reregistered"), timeout=90)
+
+    def master_knows_t5() -> bool:
+        with urllib.request.urlopen(f"http://{mini.master}/state", timeout=10) as response:
+            state = json.loads(response.read())
+        return any(t["id"] == "t5" for f in state["frameworks"] for t in f["tasks"])
+
+    # The new master learns of the task only when the agent re-registers, which may come
+    # after the framework's re-registration: before that, implicit reconciliation has
+    # nothing to answer with, so reconcile once the task is known again.
+    wait_until(master_knows_t5, timeout=90, what="the agent re-registering t5")
     driver.reconcileTasks([])
     reconciled = recorder.update("t5", "TASK_RUNNING", timeout=60)
     assert reconciled.get("reason") == "REASON_RECONCILIATION"
-    with urllib.request.urlopen(f"http://{mini.master}/state", timeout=10) as response:
-        state = json.loads(response.read())
-    assert any(t["id"] == "t5" for f in state["frameworks"] for t in f["tasks"])

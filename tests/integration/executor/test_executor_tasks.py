@@ -21,6 +21,7 @@ import toil_mesos.executor.executor as executor_module
 from toil_mesos.deploy import build, find_module, locate, scan
 from toil_mesos.deploy._environment import PythonEnvironment
 from toil_mesos.executor.executor import BUNDLE_ROOTS_ENV, ToilExecutor
+from toil_mesos.mesos._gpu_devices import with_devices
 from toil_mesos.task_spec import TaskSpec
 
 pytestmark = pytest.mark.integration
@@ -335,6 +336,36 @@ def test_a_bundle_already_staged_is_not_read_from_the_sandbox_and_is_reported(bu
     executor.shutdown(driver)
     report = NodeReport.decode(driver.messages[0])
     assert report is not None and report.staged_bundles == (sha256,)
+
+
+# ---- GPUs: the mini-agent names a task's devices in a TaskInfo label; Mesos' agent names none,
+# and then the agent's own CUDA_VISIBLE_DEVICES (if any) reaches the worker untouched.
+
+
+def gpu_probe(out: Path) -> str:
+    return (f"{sys.executable} -c 'import json, os; json.dump([os.environ.get(n) for n in "
+            f"(\"CUDA_VISIBLE_DEVICES\", \"SINGULARITYENV_CUDA_VISIBLE_DEVICES\")], "
+            f"open(\"{out}\", \"w\"))'")
+
+
+def test_the_devices_the_agent_named_become_cuda_visible_devices(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    out = tmp_path / "seen.json"
+    executor = make_executor(sandbox, tmp_path, extra_env={"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
+    executor.launchTask(driver, with_devices(task("g1", gpu_probe(out), sha256), [1, 3]))
+    driver.wait_for("g1", "TASK_FINISHED")
+    assert json.loads(out.read_text()) == ["1,3", "1,3"]
+
+
+def test_without_named_devices_the_agents_setting_stands(bundle, tmp_path):
+    sha256, sandbox = bundle
+    driver = RecordingDriver()
+    out = tmp_path / "seen.json"
+    executor = make_executor(sandbox, tmp_path, extra_env={"CUDA_VISIBLE_DEVICES": "2"})
+    executor.launchTask(driver, task("g2", gpu_probe(out), sha256))
+    driver.wait_for("g2", "TASK_FINISHED")
+    assert json.loads(out.read_text()) == ["2", None]
 
 
 def test_workers_keep_running_while_the_agent_is_away_and_the_return_is_reported(bundle,

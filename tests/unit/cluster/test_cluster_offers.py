@@ -30,7 +30,7 @@ AGENT = bag(ports((31000, 31009)), scalar("cpus", 2), scalar("mem", 2048), scala
 
 class TestParse:
     def test_scalars_and_ranges_keep_first_seen_order(self) -> None:
-        assert [name for name, _ in AGENT.items] == ["ports", "cpus", "mem", "disk"]
+        assert [name for name, _, _ in AGENT.items] == ["ports", "cpus", "mem", "disk"]
         assert AGENT.get("ports") == ((31000, 31009),)
         assert AGENT.scalar("cpus") == 2.0
 
@@ -59,7 +59,10 @@ class TestParse:
                 {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 5, "end": 1}]}},
                 "invalid range",
             ),
-            (scalar("cpus", 1, role="web"), "reserved ('web')"),
+            (scalar("cpus", 1, role="web", reservation={}), "dynamically reserved ('web')"),
+            (scalar("cpus", 1, reservations=[{"type": "DYNAMIC", "role": "a"}]), "only has static"),
+            (scalar("cpus", 1, reservations=[{"role": "a"}, {"role": "a/b"}]), "refined"),
+            (scalar("cpus", 1, role="a b"), "whitespace"),
             ("cpus", "must be a JSON object"),
         ],
     )
@@ -100,7 +103,7 @@ class TestArithmetic:
         assert (AGENT + extra) - extra == AGENT
 
     def test_add_unknown_names_appends(self) -> None:
-        assert [n for n, _ in (AGENT + bag(scalar("gpus", 1))).items][-1] == "gpus"
+        assert [n for n, _, _ in (AGENT + bag(scalar("gpus", 1))).items][-1] == "gpus"
 
     def test_scalar_and_ranges_with_one_name_conflict(self) -> None:
         with pytest.raises(ResourceError, match="both a scalar and ranges"):
@@ -182,3 +185,54 @@ class TestRendering:
         assert out[0]["allocation_info"] == {"role": "web"}
         assert out[1]["allocation_info"] == {"role": "x"}
         assert "allocation_info" not in given[0]
+
+
+class TestReservations:
+    """Static reservations: kept apart from unreserved resources, read in both formats."""
+
+    RESERVED = bag(scalar("cpus", 8, reservations=[{"type": "STATIC", "role": "toil"}]),
+                   scalar("cpus", 2, role="*"), scalar("mem", 1024, role="toil"))
+
+    def test_both_formats_mean_the_same_reservation(self) -> None:
+        assert bag(scalar("cpus", 1, role="toil")) == bag(
+            scalar("cpus", 1, reservations=[{"type": "STATIC", "role": "toil"}]))
+
+    def test_reserved_and_unreserved_are_separate_quantities(self) -> None:
+        assert self.RESERVED.get("cpus", "toil") == 8.0 and self.RESERVED.get("cpus") == 2.0
+        assert self.RESERVED.scalar("cpus") == 10.0
+        assert self.RESERVED.roles() == ["toil"]
+
+    def test_unreserved_asks_are_not_paid_from_reservations(self) -> None:
+        assert not self.RESERVED.contains(bag(scalar("cpus", 3)))
+        assert not self.RESERVED.contains(bag(scalar("mem", 1)))
+        assert self.RESERVED.contains(bag(scalar("cpus", 8, role="toil"), scalar("cpus", 2)))
+        assert not self.RESERVED.contains(bag(scalar("cpus", 1, role="other")))
+
+    def test_usable_by_keeps_unreserved_and_the_roles_own(self) -> None:
+        assert self.RESERVED.usable_by("*") == bag(scalar("cpus", 2))
+        assert self.RESERVED.usable_by("toil") == self.RESERVED
+        assert self.RESERVED.usable_by("toil/sub") == self.RESERVED  # hierarchical roles
+        assert self.RESERVED.usable_by("toilet") == bag(scalar("cpus", 2))
+
+    def test_subtraction_takes_from_the_named_reservation(self) -> None:
+        left = self.RESERVED - bag(scalar("cpus", 3, role="toil"))
+        assert (left.get("cpus", "toil"), left.get("cpus")) == (5.0, 2.0)
+
+    def test_offers_render_in_the_frameworks_format(self) -> None:
+        refined = self.RESERVED.to_json(allocation_role="toil")
+        assert refined[0] == {"name": "cpus", "type": "SCALAR", "scalar": {"value": 8.0},
+                              "reservations": [{"type": "STATIC", "role": "toil"}],
+                              "allocation_info": {"role": "toil"}}
+        assert refined[1]["role"] == "*" and "reservations" not in refined[1]
+        old = self.RESERVED.to_json(allocation_role="toil", refinement=False)
+        assert old[0] == {"name": "cpus", "type": "SCALAR", "scalar": {"value": 8.0},
+                          "role": "toil", "allocation_info": {"role": "toil"}}
+        for rendering in (refined, old, self.RESERVED.to_json(role=None)):
+            assert ResourceBag.from_json(rendering) == self.RESERVED
+
+    def test_describe_names_the_reservation(self) -> None:
+        assert bag(scalar("cpus", 2, role="toil")).describe("toil") == (
+            "cpus(reservations: [(STATIC,toil)], allocated: toil):2")
+
+    def test_state_adds_every_reservation(self) -> None:
+        assert self.RESERVED.to_state()["cpus"] == 10.0

@@ -15,7 +15,9 @@ from toil_mesos.cluster._resources import (
     merge_default_resources,
     parse_attributes,
     parse_resources,
+    reserved_summary,
     resources_summary,
+    unreserved,
 )
 
 TRANSCRIPTS = Path(os.environ.get("TOIL_MESOS_TRANSCRIPTS", "/work/shared/mesos-transcripts"))
@@ -85,7 +87,9 @@ class TestParseResources:
             ("ports:[a-b]", "'a-b'"),
             ("ports:[]", "empty ranges"),
             ("cpus:1;cpus:2", "given twice"),
-            ("cpus(prod):1", "'prod'"),
+            ("cpus(a b):1", "whitespace"),
+            ("cpus(toil):1;cpus(toil):2", "given twice for role 'toil'"),
+            ("cpus:1;cpus(toil):[1-2]", "one name has one type"),
             ("c p u:1", "'c p u'"),
         ],
     )
@@ -94,6 +98,22 @@ class TestParseResources:
             parse_resources(text)
         assert fragment in str(info.value)
         assert isinstance(info.value, ValueError)
+
+    def test_static_reservations_next_to_unreserved(self) -> None:
+        parsed = parse_resources("cpus:4;mem:2048;cpus(toil):8;mem(toil):4096")
+        assert [(r["name"], r.get("role"), r.get("reservations")) for r in parsed] == [
+            ("cpus", "*", None), ("mem", "*", None),
+            ("cpus", None, [{"type": "STATIC", "role": "toil"}]),
+            ("mem", None, [{"type": "STATIC", "role": "toil"}])]
+        assert reserved_summary(parsed)["toil"]["cpus"] == 8.0
+        assert resources_summary(unreserved(parsed))["cpus"] == 4.0
+        assert resources_summary(parsed)["cpus"] == 12.0
+
+    def test_reserved_names_are_not_filled_in_with_defaults(self) -> None:
+        merged = merge_default_resources(
+            parse_resources("cpus(toil):2"), parse_resources(DEFAULT_AGENT_RESOURCES))
+        assert [r.get("reservations") for r in merged if r["name"] == "cpus"] == [
+            [{"type": "STATIC", "role": "toil"}]]
 
     def test_merge_defaults_keeps_given_and_fills_missing(self) -> None:
         merged = merge_default_resources(

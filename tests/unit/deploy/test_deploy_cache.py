@@ -191,6 +191,7 @@ def test_held_lease_is_never_evicted(cache: Path, archives: list[Archive]) -> No
     assert evict(cache, first.sha256) is True
     assert not staged.directory.exists()
     assert sorted(os.listdir(cache)) == [".locks", ".tmp"]  # no lease, no .evicting- left
+    assert os.listdir(cache / ".locks") == []  # nor the bundle's staging lock
     # Staging an evicted hash again simply works.
     again = stage(first.path, first.sha256, cache_dir=cache)
     assert (again.directory / "r0" / "m0.py").read_bytes().startswith(b"V = 0")
@@ -326,6 +327,51 @@ def test_leftovers_of_a_dead_evictor_are_removed(cache: Path, archives: list[Arc
     prune(cache, max_bytes=1 << 40)
     assert not dead.exists()
     assert not (cache / f"{archives[0].sha256}.lease").exists()
+
+
+def test_stray_staging_locks_go_but_a_held_one_stays(
+    cache: Path, archives: list[Archive]
+) -> None:
+    staged = stage(archives[0].path, archives[0].sha256, cache_dir=cache)
+    locks = cache / ".locks"
+    stray, busy = "a" * 64, "b" * 64
+    (locks / f"{stray}.lock").touch()  # left by a staging that failed, or an older version
+    busy_lease = acquire_lease(cache, busy)  # someone is staging this one right now
+    (locks / f"{busy}.lock").touch()
+    prune(cache, max_bytes=1 << 40)
+    assert sorted(os.listdir(locks)) == sorted(f"{h}.lock" for h in (archives[0].sha256, busy))
+    busy_lease.release()
+    assert staged.lease is not None
+    staged.lease.release()
+    prune(cache)
+    assert os.listdir(locks) == []
+    assert not any(n.endswith(".lease") for n in os.listdir(cache))
+
+
+def test_a_stager_waiting_on_an_unlinked_lock_relocks_the_new_file(
+    cache: Path, archives: list[Archive]
+) -> None:
+    bundle = archives[0]
+    lock = cache / ".locks" / f"{bundle.sha256}.lock"
+    lock.parent.mkdir(parents=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another stager, whose bundle is then evicted
+    got: list[object] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(stage(bundle.path, bundle.sha256, cache_dir=cache))
+    )
+    waiter.start()
+    time.sleep(0.2)
+    assert not got  # waiting for the lock
+    os.unlink(lock)
+    fcntl.flock(fd, fcntl.LOCK_UN)  # kept open: the old inode cannot be reused meanwhile
+    waiter.join(timeout=30)
+    try:
+        assert got and (cache / bundle.sha256 / ".roots.json").is_file()
+        # It staged under a lock file at the path, not the unlinked one.
+        assert lock.exists() and os.stat(lock).st_ino != os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
 
 
 def test_cli_list_and_prune(cache: Path, archives: list[Archive]) -> None:

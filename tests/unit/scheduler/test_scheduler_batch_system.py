@@ -384,6 +384,52 @@ def test_issue_to_running_latency_is_summarised_at_shutdown(caplog):
     assert "1 jobs started on Mesos; issue-to-running latency: median" in caplog.text
 
 
+# ---- roles and reserved resources --------------------------------------------------------------
+
+
+def reserved_offer(role: str, allocation_role: str, cpus: float = 2) -> dict[str, Any]:
+    """An agent whose cpus, mem and disk are all statically reserved for *role*."""
+    return {
+        "id": {"value": "o-reserved"},
+        "agent_id": {"value": "a9"},
+        "hostname": "host-a9",
+        "allocation_info": {"role": allocation_role},
+        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v},
+                       "reservations": [{"type": "STATIC", "role": role}],
+                       "allocation_info": {"role": allocation_role}}
+                      for n, v in (("cpus", cpus), ("mem", 4096), ("disk", 8192))],
+    }
+
+
+def test_with_a_role_jobs_run_on_resources_reserved_for_it(monkeypatch):
+    cfg = config()
+    cfg.mesos_role = "toil"
+    batch = MesosBatchSystem(cfg, maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=RecordingDriver)
+    try:
+        driver = driver_of(batch)
+        assert driver.framework["roles"] == ["toil"]
+        assert {"type": "RESERVATION_REFINEMENT"} in driver.framework["capabilities"]
+        batch.issueBatchJob("true", job())
+        driver.scheduler.resourceOffers(driver, [reserved_offer("toil", "toil")])
+        [task] = driver.launched()
+        assert {r["name"]: r["reservations"] for r in task["resources"]} == {
+            n: [{"type": "STATIC", "role": "toil"}] for n in ("cpus", "mem", "disk")}
+        assert all(r["allocation_info"] == {"role": "toil"} for r in task["resources"])
+    finally:
+        batch.shutdown()
+
+
+def test_without_the_role_reserved_offers_are_declined_and_nothing_launches(system):
+    driver = driver_of(system)
+    job_id = system.issueBatchJob("true", job())
+    driver.scheduler.resourceOffers(driver, [reserved_offer("toil", "*")])
+    assert driver.launched() == [] and "decline" in driver.names()
+    # The job waits (it is not failed as "never fits": the agent never offered it anything).
+    assert system.getIssuedBatchJobIDs() == [job_id]
+    assert system.getUpdatedBatchJob(0) is None
+
+
 def test_the_framework_checkpoints_unless_told_not_to(monkeypatch):
     from argparse import ArgumentParser
 

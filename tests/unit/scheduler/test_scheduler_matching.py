@@ -121,12 +121,12 @@ def test_task_info_carries_the_executor_the_bundle_and_json_data():
     )
     spec = TaskSpec(job_id=5, command="_toil_worker x", bundle_sha256=sha, python="3.11")
     recorded = recorded_offer()
-    info = task_info(job=job(5, cores=1, memory=2 * GIB + 1, disk=GIB), name="job5",
+    info = task_info(job=job(5, cores=1, memory=GIB + 1, disk=GIB), name="job5",
                      task_id="t-5", offer=recorded, executor=executor, spec=spec)
     assert "command" not in info  # Mesos refuses a task with both a command and an executor
     assert info["agent_id"] == recorded["agent_id"]
     resources = {r["name"]: r["scalar"]["value"] for r in info["resources"]}
-    assert resources == {"cpus": 1.0, "mem": 2049.0, "disk": 1024.0}
+    assert resources == {"cpus": 1.0, "mem": 1025.0, "disk": 1024.0}
     assert all(r["allocation_info"] == {"role": "*"} for r in info["resources"])
     uri = info["executor"]["command"]["uris"][0]
     assert (uri["cache"], uri["extract"], uri["output_file"]) == (True, False, f"{sha}.tar.zst")
@@ -147,6 +147,9 @@ def test_task_builder_builds_what_task_info_builds(sha: str | None) -> None:
             (job(8), "n8", "true", shared_env),
             (job(9, cores=2), "n9", "false", {"Z": "z"})]
     the_offer = recorded_offer()
+    for resource in the_offer["resources"]:  # room for all three jobs at once
+        if resource["type"] == "SCALAR":
+            resource["scalar"]["value"] *= 8
     built = builder.tasks(offer=the_offer, jobs=jobs, executor=executor, bundle_sha256=sha)
     for (request, name, command, environment), task in zip(jobs, built, strict=True):
         spec = TaskSpec(job_id=request.job_id, command=command, environment=environment,
