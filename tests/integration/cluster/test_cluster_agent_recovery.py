@@ -37,6 +37,8 @@ from toil_mesos.mesos.interface import Executor
 
 class Released(Executor):
     def launchTask(self, driver, task):
+        labels = {l["key"]: l["value"] for l in task.get("labels", {}).get("labels", [])}
+        print("LAUNCH", task.task_id.value, labels.get("gpu_devices"), flush=True)
         driver.sendStatusUpdate({"task_id": task.task_id, "state": "TASK_RUNNING"})
         release = Path(base64.b64decode(task.data).decode())
 
@@ -69,11 +71,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _task(script: Path, release: Path, task_id: str = "R1") -> dict[str, object]:
+def _task(script: Path, release: Path, task_id: str = "R1", gpus: int = 0) -> dict[str, object]:
+    resources = [{"name": "gpus", "type": "SCALAR", "scalar": {"value": gpus}}] if gpus else []
     return {
         "name": "released",
         "task_id": {"value": task_id},
-        "resources": [],
+        "resources": resources,
         "data": base64.b64encode(str(release).encode()).decode(),
         "executor": {
             "executor_id": {"value": "RE"},
@@ -185,3 +188,33 @@ def test_an_executor_that_does_not_resubscribe_in_time_has_its_tasks_lost(
                 assert not list(checkpoints.glob("*.json"))
         finally:
             first.kill()
+
+
+def test_a_recovered_task_keeps_its_gpu_devices(tmp_path: Path) -> None:
+    script = tmp_path / "released.py"
+    script.write_text(RELEASED_EXECUTOR)
+    flags = ("--port", str(_free_port()), "--resources", "cpus:2;mem:1024;disk:1024;gpus:2")
+    info = dict(FRAMEWORK_INFO, checkpoint=True)
+    executor_pid = None
+    with StubMaster() as master:
+        first = AgentProcess(tmp_path, master.address, *flags)
+        try:
+            first.wait_ready()
+            master.run_task(_task(script, tmp_path / "never", "G1", gpus=1), framework_info=info)
+            executor_pid = master.wait_for_state("G1", "TASK_RUNNING")["container_status"][
+                "executor_pid"]
+            with _restart(first, master, flags) as second:
+                second.wait_ready()
+                wait_until(lambda: "REREGISTERED" in _stdout(tmp_path), 20, "re-registered")
+                # G1 still holds device 0 after the restart: the next task gets device 1.
+                master.run_task(_task(script, tmp_path / "never", "G2", gpus=1),
+                                framework_info=info)
+                master.wait_for_state("G2", "TASK_RUNNING")
+                launches = [line.split() for line in _stdout(tmp_path).splitlines()
+                            if line.startswith("LAUNCH")]
+                assert launches == [["LAUNCH", "G1", "0"], ["LAUNCH", "G2", "1"]]
+        finally:
+            first.kill()
+            if executor_pid is not None and pid_alive(executor_pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(executor_pid, signal.SIGKILL)
