@@ -268,7 +268,8 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
     defaults = launcher.ClusterOptions()
 
     up = cluster_commands.add_parser(
-        "up", help="start a master and agents in the background; print the master's HOST:PORT",
+        "up", help="start masters and agents in the background; print what frameworks give as "
+              "--mesosEndpoint (the master's HOST:PORT, or the zk:// URL with --zk)",
     )
     _add_work_dir(up)
     up.add_argument("--agents", type=_count, default=defaults.agents, metavar="N",
@@ -311,6 +312,7 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
              "--resources 'cpus(ROLE):C;...'): only frameworks in ROLE (--mesosRole ROLE) "
              "get them (default: all unreserved)",
     )
+    _add_master_options(up, defaults)
     up.add_argument(
         "--agent-recovery-timeout", type=_positive, default=None, metavar="S",
         help="how long executors of frameworks that checkpoint keep running and retrying "
@@ -326,7 +328,8 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
     up.set_defaults(handler=_cluster_up)
 
     status = cluster_commands.add_parser(
-        "status", help="show what runs; exit 0 only if the master and every agent are alive",
+        "status", help="show what runs and which master leads; exit 0 only if every master, "
+                  "agent (and ZooKeeper) is alive and a master leads",
     )
     _add_work_dir(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -344,6 +347,31 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
     down.set_defaults(handler=_cluster_down)
 
 
+def _add_master_options(up: argparse.ArgumentParser, defaults: launcher.ClusterOptions) -> None:
+    masters = up.add_argument_group("masters")
+    masters.add_argument(
+        "--masters", type=_count, default=defaults.masters, metavar="N",
+        help="number of masters; more than one elect a leader through ZooKeeper, so this "
+             "needs --zk (default: %(default)s)",
+    )
+    masters.add_argument(
+        "--zk", nargs="?", const="", default=None, metavar="zk://HOST:PORT/PATH",
+        help="elect the leading master through ZooKeeper: alone, start one for the cluster "
+             "(on loopback, or the agents' bridge with --netns; `down` stops it and removes "
+             "its data); with a URL, use that one. `up` then prints the zk:// URL to give "
+             "frameworks as --mesosEndpoint",
+    )
+    masters.add_argument(
+        "--zk-session-timeout", type=_positive, default=defaults.zk_session_timeout,
+        metavar="S", help="the masters' ZooKeeper session timeout: how soon a dead leader "
+                          "is replaced (default: %(default)s)",
+    )
+    masters.add_argument(
+        "--credentials", type=Path, default=None, metavar="FILE",
+        help="Mesos JSON credentials file; frameworks must then authenticate",
+    )
+
+
 def _add_work_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--work-dir", type=Path, required=True, metavar="DIR",
@@ -355,6 +383,8 @@ def _cluster_up(args: argparse.Namespace) -> int:
     options = launcher.ClusterOptions(
         agents=args.agents, cpus=args.cpus, mem=args.mem, disk=args.disk,
         hide=tuple(args.hide), netns=args.netns, ready_timeout=args.timeout,
+        masters=args.masters, start_zookeeper=args.zk == "", zk=args.zk or None,
+        zk_session_timeout=args.zk_session_timeout, credentials=args.credentials,
         reserve=args.reserve,
         gpus=args.gpus, gpu_agents=args.gpu_agents,
         agent_args=(
@@ -372,7 +402,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    sys.stdout.write(f"{record.master}\n")
+    sys.stdout.write(f"{record.endpoint}\n")
     return 0
 
 
@@ -390,6 +420,9 @@ def _cluster_status(args: argparse.Namespace) -> int:
             "cluster": found.record.to_json(),
             "running": dict(found.running),
             "healthy": found.healthy,
+            "leader": found.leader,
+            "leader_error": found.leader_error,
+            "masters": found.roles,
             "state": found.state,
             "state_error": found.state_error,
         }
@@ -403,8 +436,18 @@ def _format_status(found: launcher.ClusterStatus) -> str:
     record = found.record
     alive = {True: "alive", False: "DEAD"}
     lines = [f"cluster {record.cluster_id} in {record.work_dir}"]
-    lines.append(f"master    {record.master:<21} pid {record.master_pid:<8} "
-                 f"{alive[found.running.get('master', False)]}")
+    lines.append(f"endpoint  {record.endpoint}")
+    pids = {d.name: d.pid for d in record.daemons}
+    roles = found.roles
+    for name, address in launcher.master_addresses(record).items():
+        lines.append(f"{name:<9} {address:<21} pid {pids.get(name, record.master_pid):<8} "
+                     f"{alive[found.running.get(name, False)]}  {roles[name]}")
+    if found.leader is None:
+        lines.append(f"no leading master: {found.leader_error}")
+    zookeeper = next((d for d in record.daemons if d.role == "zookeeper"), None)
+    if zookeeper is not None:
+        lines.append(f"zookeeper {record.endpoint.removeprefix('zk://').split('/')[0]:<21} pid "
+                     f"{zookeeper.pid:<8} {alive[found.running.get('zookeeper', False)]}")
     for i, agent in enumerate(record.agents):
         lines.append(f"agent {i:<3} {agent.address:<21} pid {agent.pid:<8} "
                      f"{alive[found.running.get(f'agent {i}', False)]}  {agent.id}")
@@ -419,7 +462,7 @@ def _format_status(found: launcher.ClusterStatus) -> str:
         ids = {str(s.get("id")) for s in slaves if isinstance(s, dict)}
         missing = [a.id for a in record.agents if a.id not in ids]
         lines.append(
-            f"master /state: {len(slaves)} agents registered, "
+            f"{found.leader or 'master'} /state: {len(slaves)} agents registered, "
             f"{len(found.state.get('frameworks') or [])} frameworks"
             + (f"; not registered: {', '.join(missing)}" if missing else "")
         )

@@ -132,7 +132,7 @@ def start_leader(python: Path, script: Path, mini: MiniCluster, job_store: Path,
     with log.open("ab") as out:
         return subprocess.Popen(
             [str(python), script.name, str(job_store), "--batchSystem", "mesos",
-             "--mesosEndpoint", mini.master,
+             "--mesosEndpoint", mini.endpoint,
              "--mesosExecutor", executor_command(records.parent / "bundle-cache"),
              "--logLevel", "INFO", "--records", str(records), *extra],
             cwd=script.parent, env=leader_env(), stdout=out, stderr=subprocess.STDOUT,

@@ -2,11 +2,13 @@
 
 Three agents in their own mount and network namespaces (the leader's files hidden from them)
 run a fan-out of tiny jobs while the test, on a fixed seed, SIGKILLs executors, kills and
-restarts agents, SIGSTOPs and SIGCONTs agents, and cuts agents off the network and heals them,
-one fault at a time. The workflow must complete with every job's output right, no two attempts
-of a job may have run at once (see :mod:`fault_helpers`), and once the cluster is down nothing
-it or the workflow made may be left. An agent restarted with recovery while it runs jobs must
-not have any of them run again: their executors outlive the agent (checkpointing).
+restarts agents, SIGSTOPs and SIGCONTs agents, cuts agents off the network and heals them, and
+SIGKILLs the leading one of three masters (elected through ZooKeeper; the killed one comes back
+as a standby), one fault at a time. The workflow must complete with every job's output right,
+no two attempts of a job may have run at once (see :mod:`fault_helpers`), and once the cluster
+is down nothing it or the workflow made may be left. An agent restarted with recovery
+while it runs jobs must not have any of them run again: their executors outlive the
+agent (checkpointing).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ SEED = 9_2026
 JOBS = 300
 AGENTS = 3
 KINDS = ("kill-executor", "kill-restart-agent", "stop-cont-agent", "cut-network",
-         "restart-agent-with-recovery")
+         "kill-leading-master", "restart-agent-with-recovery")
 #: Each kind this many times, in a seeded order.
 ROUNDS = 3
 LEADER_TIMEOUT = 200.0
@@ -75,6 +77,7 @@ class Injector:
             "kill-restart-agent": self._kill_restart_agent,
             "stop-cont-agent": self._stop_cont_agent,
             "cut-network": self._cut_network,
+            "kill-leading-master": self._kill_leading_master,
             "restart-agent-with-recovery": self._restart_agent_with_recovery,
         }
         what = action[kind](agent)
@@ -106,6 +109,23 @@ class Injector:
         self.mini.restart_agent(agent)
         return (f"SIGKILL agent {agent} (pid {old}), restarted after {down:.1f} s "
                 f"(pid {self.mini.agents[agent].pid})")
+
+    def _kill_leading_master(self, agent: int) -> str | None:
+        old = self.mini.leader()
+        if old is None:
+            return None
+        self.mini.kill_master(old)
+        # Restarted only once another leads: until its ZooKeeper session expires, the killed
+        # master's election member still names its address.
+        new: list[str | None] = [None]
+
+        def taken_over() -> bool:
+            new[0] = self.mini.leader()
+            return new[0] not in (None, old)
+
+        assert wait_until(taken_over, timeout=60), f"no master took over from {old}"
+        self.mini.restart_master(old)
+        return f"SIGKILL the leading {old}; {new[0]} took over; {old} back as a standby"
 
     def _restart_agent_with_recovery(self, agent: int) -> str | None:
         # An agent running jobs right now (the chosen one, or the next that does): it is
@@ -167,7 +187,8 @@ def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path,
     rng.shuffle(plan)
     logger.info("fault schedule (seed %d): %s", SEED, plan)
 
-    with MiniCluster(work / "cluster", agents=AGENTS, hide=[leader], netns=True) as mini:
+    with MiniCluster(work / "cluster", agents=AGENTS, hide=[leader], netns=True,
+                     masters=3, zk=True, zk_session_timeout=2.0) as mini:
         injector = Injector(mini, rng, records)
         log = visible / "leader.log"
         process = start_leader(python, script, mini, visible / "jobstore", records, log,

@@ -5,9 +5,9 @@ executor (with its fetched bundle and Toil's files) and the fetcher cache: gigab
 few dozen runs. ``down`` removes exactly what the daemons made there, found from each
 recorded daemon's own ``--work-dir`` argument, and nothing else: the agents' ``slaves/``
 (sandboxes), ``fetchcache/`` and ``bundle-cache/`` (the bundles their executors staged),
-then each daemon's work dir and ``agents/`` if that left them
-empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the cluster's directory, or
-anything else a user put in these directories, is never touched.
+the cluster's own ZooKeeper's ``version-2/``, then each daemon's work dir and ``agents/`` if
+that left them empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the
+cluster's directory, or anything else a user put in these directories, is never touched.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+from toil_mesos.cluster._zookeeper import ZOOKEEPER_MAIN
+
 __all__ = ["AGENT_BUNDLE_CACHE", "remove_daemon_products"]
 
 logger = logging.getLogger(__name__)
@@ -27,11 +29,20 @@ logger = logging.getLogger(__name__)
 #: Where in an agent's work dir ``cluster up`` has its executors stage bundles.
 AGENT_BUNDLE_CACHE: Final = "bundle-cache"
 #: What each role makes inside its ``--work-dir``.
-_PRODUCTS: Final = {"agent": ("slaves", "fetchcache", AGENT_BUNDLE_CACHE), "master": ()}
+_PRODUCTS: Final = {
+    "agent": ("slaves", "fetchcache", AGENT_BUNDLE_CACHE),
+    "master": (),
+    # The cluster's own ZooKeeper: its snapshots and transaction logs (elections of one run).
+    "zookeeper": ("version-2",),
+}
 
 
-def _work_dir_of(argv: Sequence[str]) -> Path | None:
-    """The ``--work-dir`` a daemon was started with (its argv may be wrapped by isolation)."""
+def _work_dir_of(role: str, argv: Sequence[str]) -> Path | None:
+    """The ``--work-dir`` a daemon was started with (its argv may be wrapped by isolation);
+    for ZooKeeper, its data directory, the second word after its main class."""
+    if role == "zookeeper":
+        at = argv.index(ZOOKEEPER_MAIN) + 2 if ZOOKEEPER_MAIN in argv else len(argv)
+        return Path(argv[at]) if at < len(argv) else None
     for index, word in enumerate(argv[:-1]):
         if word == "--work-dir":
             return Path(argv[index + 1])
@@ -51,7 +62,7 @@ def remove_daemon_products(
     done: list[str] = []
     emptied: list[Path] = []
     for role, argv in daemons:
-        work_dir = _work_dir_of(argv)
+        work_dir = _work_dir_of(role, argv)
         if work_dir is None:
             continue
         work_dir = work_dir.resolve()

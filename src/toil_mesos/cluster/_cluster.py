@@ -1,9 +1,10 @@
-"""A mini-cluster in a work directory: its master and agents as supervised daemons.
+"""A mini-cluster in a work directory: its masters and agents as supervised daemons.
 
-:class:`Cluster` starts the master, then the agents (in their namespaces when isolated), waits
-for every ready file, checks each agent really is isolated, and writes ``cluster.json``; it
-can stop and restart single daemons (fault injection) and tears everything down again. The
-daemons' command lines are built here (:meth:`Cluster._agent` for an agent's flags).
+:class:`Cluster` starts ZooKeeper when the masters elect their leader through one it owns,
+then the masters, then the agents (in their namespaces when isolated), waits for every ready
+file, checks each agent really is isolated, and writes ``cluster.json``; it can stop and
+restart single daemons (fault injection) and tears everything down again. The daemons'
+command lines are built here (:meth:`Cluster._master` and :meth:`Cluster._agent`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from toil_mesos.cluster._cleanup import AGENT_BUNDLE_CACHE
+from toil_mesos.cluster._cluster_masters import ZK_PATH, master_argv, start_zookeeper
 from toil_mesos.cluster._cluster_options import (
     ClusterError,
     ClusterOptions,
@@ -34,6 +36,7 @@ from toil_mesos.cluster._cluster_record import (
     AgentRecord,
     ClusterRecord,
     DaemonRecord,
+    daemon_name,
     locked,
     read_record,
     write_json_atomically,
@@ -65,7 +68,7 @@ logger = logging.getLogger("toil_mesos.cluster.launcher")
 
 @dataclass(kw_only=True)
 class _Daemon:
-    """One daemon slot (the master, or agent ``index``) and its current process."""
+    """One daemon slot (a master, an agent, ZooKeeper) and its current process."""
 
     role: str
     index: int
@@ -79,7 +82,7 @@ class _Daemon:
 
     @property
     def name(self) -> str:
-        return "master" if self.role == "master" else f"agent {self.index}"
+        return daemon_name(self.role, self.index)
 
     def record(self) -> DaemonRecord:
         assert self.process is not None and self.first_start_time is not None
@@ -111,7 +114,10 @@ class Cluster:
         self.cluster_id = secrets.token_hex(3)
         self.isolation: MountIsolation | None = None
         self.network: Network | None = None
-        self.master: _Daemon | None = None
+        self.masters: list[_Daemon] = []
+        self.zookeeper: _Daemon | None = None
+        #: What frameworks and agents are given: the zk:// URL, or the lone master's address.
+        self.endpoint = ""
         self.agents: list[_Daemon] = []
         self._lock: contextlib.ExitStack | None = None
         self._owns_record = False  # True once we hold the lock and any old record is gone
@@ -120,6 +126,11 @@ class Cluster:
     def __repr__(self) -> str:
         state = "running" if self.master and self.master.process else "stopped"
         return f"<Cluster {self.cluster_id} {state} agents={len(self.agents)} {self.work_dir}>"
+
+    @property
+    def master(self) -> _Daemon | None:
+        """The first master (the only one unless the masters elect a leader)."""
+        return self.masters[0] if self.masters else None
 
     # -- lifecycle --
 
@@ -176,30 +187,18 @@ class Cluster:
             except IsolationError as exc:
                 raise ClusterError(str(exc)) from exc
         host = self.network.host_address if self.network else "127.0.0.1"
-        master_dir = self._make_dir(self.work_dir / "master")
-        self.master = _Daemon(
-            role="master",
-            index=0,
-            log=self.work_dir / "logs" / "master.log",
-            ready_file=run / "master.ready",
-            argv=[
-                *self._command("master"),
-                "--host",
-                host,
-                "--port",
-                "0",
-                "--work-dir",
-                str(master_dir),
-                "--ready-file",
-                str(run / "master.ready"),
-                *self.options.master_args,
-            ],
-        )
-        self._launch(self.master)
-        self._wait_ready([self.master])
-        # Restarts must come back on the same port: agents and frameworks know only it.
-        port = self.master.ready["address"].rpartition(":")[2]
-        self.master.argv[self.master.argv.index("--port") + 1] = port
+        zk = self._start_zookeeper(host) if self.options.start_zookeeper else self.options.zk
+        count = self.options.masters
+        indexes = [0] if count == 1 else range(1, count + 1)
+        self.masters = [self._master(i, host, zk) for i in indexes]
+        for master in self.masters:
+            self._launch(master)
+        self._wait_ready(self.masters)
+        for master in self.masters:
+            # Restarts must come back on the same port: agents and frameworks know only it.
+            port = master.ready["address"].rpartition(":")[2]
+            master.argv[master.argv.index("--port") + 1] = port
+        self.endpoint = zk or str(self.masters[0].ready["address"])
         if self.isolation is not None and self.isolation.keep:
             staging = self._make_dir(run / "tmp-staging")
             self.isolation = replace(self.isolation, staging=staging)
@@ -215,10 +214,10 @@ class Cluster:
         record = self.record()
         write_json_atomically(self.work_dir / CLUSTER_FILE, record.to_json())
         logger.info(
-            "cluster %s up in %.2f s: master %s, %d agents",
+            "cluster %s up in %.2f s: masters at %s, %d agents",
             self.cluster_id,
             time.monotonic() - started,
-            record.master,
+            record.endpoint,
             len(record.agents),
         )
         return record
@@ -234,15 +233,51 @@ class Cluster:
             self._made.append(path)
         return path
 
+    def _start_zookeeper(self, host: str) -> str:
+        """Start the cluster's own ZooKeeper on *host*; the masters' ``zk://`` URL."""
+        log = self.work_dir / "logs" / "zookeeper.log"
+        data_dir = self._make_dir(self.work_dir / "zookeeper")
+        argv, process, port = start_zookeeper(
+            data_dir, host, log, timeout=self.options.ready_timeout
+        )
+        self.zookeeper = _Daemon(
+            role="zookeeper",
+            index=0,
+            argv=argv,
+            log=log,
+            ready_file=self.work_dir / "run" / "zookeeper.ready",  # never written: it answers
+            process=process,
+            first_start_time=process.start_time,
+            ready={"address": f"{host}:{port}", "pid": process.pid},
+        )
+        return f"zk://{host}:{port}{ZK_PATH}"
+
+    def _master(self, index: int, host: str, zk: str | None) -> _Daemon:
+        """Master ``index``: 0 for a lone master, 1..N for masters electing a leader."""
+        stem = "master" if index == 0 else f"master-{index}"
+        parent = self.work_dir if index == 0 else self._make_dir(self.work_dir / "masters")
+        work_dir = self._make_dir(parent / ("master" if index == 0 else str(index)))
+        ready = self.work_dir / "run" / f"{stem}.ready"
+        argv = master_argv(
+            self._command("master"), self.options, host=host, work_dir=work_dir, ready=ready, zk=zk
+        )
+        return _Daemon(
+            role="master",
+            index=index,
+            argv=argv,
+            log=self.work_dir / "logs" / f"{stem}.log",
+            ready_file=ready,
+        )
+
     def _agent(self, index: int) -> _Daemon:
-        assert self.master is not None
+        assert self.endpoint
         run = self.work_dir / "run"
         host = self.network.addresses[index] if self.network else "127.0.0.1"
         work_dir = self._make_dir(self._make_dir(self.work_dir / "agents") / str(index))
         argv = [
             *self._command("agent"),
             "--master",
-            str(self.master.ready["address"]),
+            self.endpoint,
             "--host",
             host,
             "--port",
@@ -305,9 +340,9 @@ class Cluster:
                         pending.remove(daemon)
                     else:
                         self._check_alive(daemon)
-                if self.master is not None and self.master not in daemons:
+                if len(self.masters) == 1 and self.masters[0] not in daemons:
                     # Agents cannot register with a dead master: say so, not "timed out".
-                    self._check_alive(self.master, while_waiting_for=pending)
+                    self._check_alive(self.masters[0], while_waiting_for=pending)
                 if not pending:
                     break
                 remaining = deadline - time.monotonic()
@@ -377,10 +412,12 @@ class Cluster:
     def record(self) -> ClusterRecord:
         """What ``cluster.json`` says about this cluster now."""
         assert self.master is not None and self.master.process is not None
-        daemons = [self.master, *self.agents]
+        daemons = [*([self.zookeeper] if self.zookeeper else []), *self.masters, *self.agents]
         return ClusterRecord(
             master=str(self.master.ready["address"]),
             master_pid=self.master.process.pid,
+            endpoint=self.endpoint,
+            masters=tuple(str(m.ready.get("address", "")) for m in self.masters),
             agents=tuple(
                 AgentRecord(
                     id=str(a.ready.get("id", "")),
@@ -409,7 +446,13 @@ class Cluster:
             return self.master
         if isinstance(which, int) and 0 <= which < len(self.agents):
             return self.agents[which]
-        raise ClusterError(f"no such daemon: {which!r} (agents are 0..{len(self.agents) - 1})")
+        for daemon in self.masters:
+            if which == daemon.name:
+                return daemon
+        names = ", ".join(d.name for d in self.masters)
+        raise ClusterError(
+            f"no such daemon: {which!r} (agents are 0..{len(self.agents) - 1}; masters: {names})"
+        )
 
     def stop(
         self,
@@ -418,7 +461,7 @@ class Cluster:
         sig: signal.Signals = signal.SIGTERM,
         timeout: float | None = None,
     ) -> None:
-        """Stop the master (``"master"``) or agent ``which`` with ``sig``, waiting for its exit.
+        """Stop a master (``"master"``, ``"master 2"``) or agent ``which`` with ``sig``, and wait.
 
         SIGKILL follows if it has not exited after ``timeout`` (default: the stop timeout).
         Executors a SIGKILLed agent leaves behind keep running, as on a real agent crash;
@@ -435,7 +478,7 @@ class Cluster:
             daemon.process.wait(KILL_WAIT)
 
     def restart(self, which: str | int) -> None:
-        """Start the master or agent ``which`` again (same address and work dir) and wait.
+        """Start a master or agent ``which`` again (same address and work dir) and wait.
 
         Stops it first if it still runs. ``cluster.json`` is rewritten with the new pid.
         """
@@ -449,7 +492,7 @@ class Cluster:
             self._write_record()
 
     def running(self, which: str | int) -> bool:
-        """Whether the master or agent ``which`` runs now."""
+        """Whether the master, master ``"master N"`` or agent ``which`` runs now."""
         daemon = self._daemon(which)
         return daemon.process is not None and daemon.process.running()
 
@@ -468,7 +511,8 @@ class Cluster:
         Logs and the daemons' work dirs (sandboxes) are kept, for post-mortems.
         """
         try:
-            daemons = [d for d in (self.master, *self.agents) if d and d.process]
+            every = (self.zookeeper, *self.masters, *self.agents)
+            daemons = [d for d in every if d and d.process]
             if daemons or self.network is not None:
                 record = ClusterRecord(
                     master="",
@@ -484,6 +528,10 @@ class Cluster:
             self.network = None
             for daemon in daemons:
                 daemon.process = None
+            if self.zookeeper is not None:
+                # Its data is of this run only: a new cluster starts a new election.
+                shutil.rmtree(self.work_dir / "zookeeper", ignore_errors=True)
+                self.zookeeper = None
             if self._owns_record:
                 (self.work_dir / CLUSTER_FILE).unlink(missing_ok=True)
                 shutil.rmtree(self.work_dir / "run", ignore_errors=True)

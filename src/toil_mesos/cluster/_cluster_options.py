@@ -25,12 +25,17 @@ from toil_mesos.cluster._isolation import (
     netns_unavailable,
     resolve_hide_paths,
 )
+from toil_mesos.cluster._master_auth import load_credentials
+from toil_mesos.cluster._master_election import DEFAULT_SESSION_TIMEOUT
+from toil_mesos.cluster._zookeeper import zookeeper_available
 from toil_mesos.errors import MesosError
+from toil_mesos.mesos._master_spec import BadMasterSpec, ZooKeeperMasters, parse_master_spec
 from toil_mesos.mesos._roles import check_role
 
 __all__ = [
     "DEFAULT_READY_TIMEOUT",
     "DEFAULT_STOP_TIMEOUT",
+    "DEFAULT_ZK_SESSION_TIMEOUT",
     "ClusterError",
     "ClusterOptions",
     "check_work_dir",
@@ -46,6 +51,8 @@ DEFAULT_READY_TIMEOUT: Final = 60.0
 #: SIGTERM grace: an agent first gives its executors their shutdown grace period (Mesos'
 #: default is 5 s), so this must be longer than that.
 DEFAULT_STOP_TIMEOUT: Final = 20.0
+#: The masters' ZooKeeper session timeout (Mesos' default too).
+DEFAULT_ZK_SESSION_TIMEOUT: Final = DEFAULT_SESSION_TIMEOUT
 
 #: Each agent offers its own port range so that tasks of agents sharing the host's network
 #: (no ``--netns``) cannot collide.
@@ -85,6 +92,18 @@ class ClusterOptions:
     master_command: tuple[str, ...] = ()
     agent_command: tuple[str, ...] = ()
     executor_env: Mapping[str, str] | None = None
+    # -- masters: how many, how they elect a leader, whom they let in --
+    #: Masters to start; more than one needs ZooKeeper (``start_zookeeper`` or ``zk``).
+    masters: int = 1
+    #: Start a ZooKeeper server for the masters (``cluster up --zk``), stopped by ``down``.
+    start_zookeeper: bool = False
+    #: ``zk://HOST:PORT[,...]/PATH`` of a ZooKeeper already running (``--zk URL``).
+    zk: str | None = None
+    #: The masters' ZooKeeper session timeout: how soon a dead leader is replaced.
+    zk_session_timeout: float = DEFAULT_ZK_SESSION_TIMEOUT
+    #: Mesos JSON credentials file: frameworks must authenticate to the masters.
+    credentials: Path | None = None
+
     # -- roles: static reservations --
     #: Reserve each agent's cpus, mem and disk for this role (Mesos' ``cpus(ROLE):C`` in the
     #: agents' ``--resources``); only frameworks in that role are offered them. None: all
@@ -94,6 +113,11 @@ class ClusterOptions:
     # -- GPUs: ``gpus`` GPU devices on each of the first ``gpu_agents`` agents ---------------
     gpus: int = 0
     gpu_agents: int = 1
+
+    @property
+    def uses_zookeeper(self) -> bool:
+        """Whether the masters elect their leader through ZooKeeper."""
+        return self.start_zookeeper or self.zk is not None
 
     # -- agent recovery (a restarted agent reconnects to executors of checkpointing
     # frameworks): the agents' --recovery-timeout and --executor-reregistration-timeout, in
@@ -138,6 +162,46 @@ class ClusterOptions:
             if self.reserve == "*":
                 raise ClusterError("--reserve '*' reserves nothing; name a role such as 'toil'")
         self._validate_gpus()
+        self._validate_masters()
+
+    def _validate_masters(self) -> None:
+        if self.masters < 1:
+            raise ClusterError(f"--masters must be at least 1, not {self.masters}")
+        if self.masters > 1 and not self.uses_zookeeper:
+            # Without an election every master would lead, each with its own agents and
+            # frameworks: several clusters pretending to be one.
+            raise ClusterError(
+                f"--masters {self.masters} needs ZooKeeper to elect the leader: add --zk "
+                "(starts one on loopback) or --zk zk://HOST:PORT/PATH (uses yours)"
+            )
+        if self.start_zookeeper and self.zk is not None:
+            raise ClusterError("--zk: give a zk:// URL or start one, not both")
+        if self.start_zookeeper:
+            problem = zookeeper_available()
+            if problem is not None:
+                raise ClusterError(f"--zk cannot start ZooKeeper here: {problem}")
+        if self.zk is not None:
+            try:
+                spec = parse_master_spec(self.zk)
+            except BadMasterSpec as exc:
+                raise ClusterError(str(exc).replace("--mesosEndpoint", "--zk", 1)) from None
+            if not isinstance(spec, ZooKeeperMasters):
+                raise ClusterError(f"--zk {self.zk!r}: expected zk://HOST:PORT[,...]/PATH")
+            hosts = [h.rpartition(":")[0] or h for h in spec.hosts.split(",")]
+            if self.netns and any(h == "localhost" or h.startswith("127.") for h in hosts):
+                raise ClusterError(
+                    f"--zk {self.zk!r} is on loopback, which agents in their own network "
+                    "namespaces (--netns) cannot reach: use an address they can, or --zk alone"
+                )
+        if not self.zk_session_timeout > 0:
+            raise ClusterError(
+                f"--zk-session-timeout must be positive, not {self.zk_session_timeout}"
+            )
+        if self.credentials is not None:
+            try:
+                load_credentials(self.credentials)
+            except ValueError as exc:
+                raise ClusterError(str(exc)) from None
 
     def _validate_gpus(self) -> None:
         if self.gpus < 0:
@@ -176,6 +240,9 @@ class ClusterOptions:
             "disk": self.disk,
             "hide": [str(p) for p in self.hide],
             "netns": self.netns,
+            "masters": self.masters,
+            "zookeeper": "started" if self.start_zookeeper else self.zk,
+            "credentials": None if self.credentials is None else str(self.credentials),
             "reserve": self.reserve,
             "gpus": self.gpus,
             "gpu_agents": self.gpu_agents if self.gpus else 0,

@@ -27,6 +27,7 @@ __all__ = [
     "AgentRecord",
     "ClusterRecord",
     "DaemonRecord",
+    "daemon_name",
     "locked",
     "read_record",
     "write_json_atomically",
@@ -35,6 +36,20 @@ __all__ = [
 CLUSTER_FILE: Final = "cluster.json"
 _LOCK_FILE: Final = ".cluster.lock"
 _FORMAT: Final = 1
+
+
+def daemon_name(role: str, index: int) -> str:
+    """How messages and ``cluster status`` name a daemon.
+
+    A lone master is ``master`` (index 0); masters electing a leader are ``master 1`` to
+    ``master N``; agents are ``agent 0`` up; the cluster's ZooKeeper is ``zookeeper``.
+
+    >>> daemon_name("master", 0), daemon_name("master", 2), daemon_name("agent", 0)
+    ('master', 'master 2', 'agent 0')
+    """
+    if role == "master":
+        return "master" if index == 0 else f"master {index}"
+    return role if role == "zookeeper" else f"{role} {index}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +70,7 @@ class DaemonRecord:
     ``first_start_time`` bounds that search to processes started since.
     """
 
-    role: str  # "master" or "agent"
+    role: str  # "master", "agent" or "zookeeper"
     index: int
     pid: int
     start_time: int
@@ -72,8 +87,8 @@ class DaemonRecord:
 
     @property
     def name(self) -> str:
-        """``master`` or ``agent <i>``, for messages."""
-        return "master" if self.role == "master" else f"agent {self.index}"
+        """``master``, ``master <i>``, ``agent <i>`` or ``zookeeper``, for messages."""
+        return daemon_name(self.role, self.index)
 
     def to_json(self) -> dict[str, object]:
         """This record as ``cluster.json`` keeps it."""
@@ -109,13 +124,17 @@ class DaemonRecord:
 class ClusterRecord:
     """The contents of ``cluster.json``.
 
-    The first three keys are the public schema (``master``, ``master_pid``, ``agents``); the
-    rest is what ``cluster down`` needs to undo everything ``up`` did.
+    The first three keys are the public schema (``master``, ``master_pid``, ``agents``), then
+    ``endpoint`` (what to give frameworks: the ``zk://`` URL when the masters elect a leader,
+    else the master's address) and ``masters`` (every master's address; ``master`` is the
+    first); the rest is what ``cluster down`` needs to undo everything ``up`` did.
     """
 
     master: str
     master_pid: int
     agents: tuple[AgentRecord, ...]
+    endpoint: str = ""
+    masters: tuple[str, ...] = ()
     cluster_id: str
     work_dir: str
     daemons: tuple[DaemonRecord, ...]
@@ -139,6 +158,8 @@ class ClusterRecord:
             "master": self.master,
             "master_pid": self.master_pid,
             "agents": [{"id": a.id, "address": a.address, "pid": a.pid} for a in self.agents],
+            "endpoint": self.endpoint or self.master,
+            "masters": list(self.masters or (self.master,)),
             "format": _FORMAT,
             "cluster_id": self.cluster_id,
             "work_dir": self.work_dir,
@@ -160,6 +181,8 @@ class ClusterRecord:
                 AgentRecord(id=str(a["id"]), address=str(a["address"]), pid=int(a["pid"]))
                 for a in data["agents"]
             ),
+            endpoint=str(data.get("endpoint") or data["master"]),
+            masters=tuple(str(m) for m in data.get("masters") or (data["master"],)),
             cluster_id=str(data["cluster_id"]),
             work_dir=str(data["work_dir"]),
             daemons=tuple(DaemonRecord.from_json(d) for d in data["daemons"]),

@@ -17,10 +17,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from toil_mesos.mesos._master_detection import leading_member
+from toil_mesos.mesos._master_detection import leading_member, master_url_of
 from toil_mesos.mesos._master_spec import ZooKeeperMasters
 
-__all__ = ["MasterElection", "master_info_data", "redirect_location"]
+__all__ = ["MasterElection", "current_leader", "master_info_data", "redirect_location"]
 
 logger = logging.getLogger("toil_mesos.cluster.master")
 
@@ -164,3 +164,41 @@ class MasterElection:
                 client.stop()
             finally:
                 client.close()
+
+
+def current_leader(spec: ZooKeeperMasters, *, timeout: float = 5.0) -> str | None:
+    """``IP:PORT`` of the master leading *spec*'s election now; None while none leads.
+
+    One look, not a watch: what ``cluster status`` shows and what fault tests aim at. It asks
+    ZooKeeper, as frameworks and agents do, rather than the masters themselves, so it names
+    the master they follow.
+
+    :raises ConnectionError: when no ZooKeeper server answers within *timeout*.
+    """
+    from kazoo.client import KazooClient
+    from kazoo.exceptions import NoNodeError
+
+    auth = spec.auth
+    client = KazooClient(
+        hosts=spec.hosts, read_only=True, auth_data=None if auth is None else [("digest", auth)]
+    )
+    try:
+        try:
+            client.start(timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - kazoo raises its own timeout type
+            raise ConnectionError(
+                f"ZooKeeper at {spec.hosts} did not answer within {timeout:g}s ({exc!r})"
+            ) from None
+        for _ in range(3):  # the leader may leave between the listing and the read
+            try:
+                leader = leading_member(client.get_children(spec.path))
+                if leader is None:
+                    return None
+                data, _ = client.get(f"{spec.path}/{leader}")
+            except NoNodeError:
+                continue
+            return master_url_of(data).removeprefix("http://")
+        return None
+    finally:
+        client.stop()
+        client.close()

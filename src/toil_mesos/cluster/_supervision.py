@@ -244,7 +244,8 @@ def read_ready(path: Path) -> dict[str, Any] | None:
 
 
 def teardown(record: ClusterRecord, *, timeout: float) -> list[str]:
-    """Stop a recorded cluster's processes (agents first), what they left, and its network.
+    """Stop a recorded cluster's processes (agents, masters, then ZooKeeper), what the agents
+    left, and its network.
 
     Returns lines saying what was done. Only recorded processes are signalled, each checked
     against its start time; then processes still inside the agents' private namespaces, which
@@ -253,7 +254,8 @@ def teardown(record: ClusterRecord, *, timeout: float) -> list[str]:
     done: list[str] = []
     agents = [d for d in record.daemons if d.role == "agent"]
     masters = [d for d in record.daemons if d.role == "master"]
-    for group in (agents, masters):
+    zookeeper = [d for d in record.daemons if d.role == "zookeeper"]
+    for group in (agents, masters, zookeeper):
         live = [d for d in group if d.process.running()]
         stop_all([d.process for d in group], timeout)
         done.extend(f"stopped {d.name} (pid {d.pid})" for d in live)

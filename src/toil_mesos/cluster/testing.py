@@ -31,14 +31,17 @@ from types import TracebackType
 from typing import Final
 
 import toil_mesos
+from toil_mesos.cluster._cluster_masters import leading_master
 from toil_mesos.cluster._isolation import Network
 from toil_mesos.cluster.launcher import (
     DEFAULT_READY_TIMEOUT,
     DEFAULT_STOP_TIMEOUT,
+    DEFAULT_ZK_SESSION_TIMEOUT,
     AgentRecord,
     Cluster,
     ClusterOptions,
     ClusterRecord,
+    master_addresses,
 )
 
 __all__ = ["WORK_DIR_BASE_ENV", "MiniCluster", "cluster_work_dir", "leader_venv"]
@@ -93,6 +96,10 @@ class MiniCluster:
     each agent's cpus, mem and disk are statically reserved for (``cluster up --reserve``),
     and ``gpus`` GPU devices for each of the first ``gpu_agents`` agents (``cluster up
     --gpus N --gpu-agents K``).
+
+    ``masters`` > 1 needs ``zk``: True starts the cluster's own ZooKeeper (``cluster up
+    --zk``), a ``zk://`` URL uses one already running; ``zk_session_timeout`` is how soon a
+    dead leader is replaced. Frameworks are then given :attr:`endpoint`.
     """
 
     def __init__(
@@ -113,6 +120,9 @@ class MiniCluster:
         master_command: Sequence[str] = (),
         agent_command: Sequence[str] = (),
         executor_env: Mapping[str, str] | None = None,
+        masters: int = 1,
+        zk: bool | str = False,
+        zk_session_timeout: float = DEFAULT_ZK_SESSION_TIMEOUT,
         reserve: str | None = None,
         gpus: int = 0,
         gpu_agents: int = 1,
@@ -134,6 +144,10 @@ class MiniCluster:
                 master_command=tuple(master_command),
                 agent_command=tuple(agent_command),
                 executor_env=None if executor_env is None else dict(executor_env),
+                masters=masters,
+                start_zookeeper=zk is True,
+                zk=zk if isinstance(zk, str) else None,
+                zk_session_timeout=zk_session_timeout,
                 reserve=reserve,
                 gpus=gpus,
                 gpu_agents=gpu_agents,
@@ -187,6 +201,11 @@ class MiniCluster:
         return self.record.master
 
     @property
+    def endpoint(self) -> str:
+        """What frameworks are given: the ``zk://`` URL with ZooKeeper, else :attr:`master`."""
+        return self.record.endpoint
+
+    @property
     def master_pid(self) -> int:
         """The master's pid now."""
         return self.record.master_pid
@@ -202,27 +221,39 @@ class MiniCluster:
         return self.record.network
 
     def log(self, which: str | int) -> Path:
-        """The log file of ``"master"`` or agent ``which``."""
-        name = "master" if which == "master" else f"agent-{which}"
+        """The log file of ``"master"``, ``"master N"``, ``"zookeeper"`` or agent ``which``."""
+        name = which.replace(" ", "-") if isinstance(which, str) else f"agent-{which}"
         return self.work_dir / "logs" / f"{name}.log"
 
     def running(self, which: str | int) -> bool:
-        """Whether the master (``"master"``) or agent ``which`` runs."""
+        """Whether the master (``"master"``, ``"master N"``) or agent ``which`` runs."""
         return self._cluster.running(which)
+
+    def leader(self, timeout: float = 5.0) -> str | None:
+        """The leading master's name (``"master 2"``) as ZooKeeper says; None while none leads.
+
+        :raises ConnectionError: when ZooKeeper does not answer.
+        """
+        record = self.record
+        if not record.endpoint.startswith("zk://"):
+            return "master" if self.running("master") else None
+        return leading_master(record.endpoint, master_addresses(record), timeout=timeout)
 
     # -- faults --
 
-    def stop_master(self, timeout: float | None = None) -> None:
-        """SIGTERM the master and wait for it to exit (SIGKILL after ``timeout``)."""
-        self._cluster.stop("master", timeout=timeout)
+    def stop_master(self, timeout: float | None = None, *, which: str = "master") -> None:
+        """SIGTERM the master (or master ``which``) and wait for it to exit (SIGKILL after
+        ``timeout``)."""
+        self._cluster.stop(which, timeout=timeout)
 
-    def kill_master(self) -> None:
-        """SIGKILL the master and wait for it to exit."""
-        self._cluster.stop("master", sig=signal.SIGKILL)
+    def kill_master(self, which: str = "master") -> None:
+        """SIGKILL the master (or master ``which``, e.g. ``"master 2"``) and wait for its exit."""
+        self._cluster.stop(which, sig=signal.SIGKILL)
 
-    def restart_master(self) -> None:
-        """Start the master again on the same address (stopping it first if it runs)."""
-        self._restart("master")
+    def restart_master(self, which: str = "master") -> None:
+        """Start the master (or ``which``) again on the same address, stopping it first if it
+        runs; a master electing a leader comes back as a standby."""
+        self._restart(which)
 
     def stop_agent(self, index: int, timeout: float | None = None) -> None:
         """SIGTERM agent ``index`` (it shuts its executors down) and wait for it to exit."""

@@ -19,6 +19,7 @@ from toil.batchSystems.abstractBatchSystem import (
 )
 
 from toil_mesos.errors import MesosError
+from toil_mesos.mesos import SubscriptionState
 from toil_mesos.mesos.interface import Scheduler
 from toil_mesos.node_report import NodeReport
 from toil_mesos.scheduler._agent_files import ExecutorDiagnostics, FailedExecutor
@@ -109,8 +110,20 @@ class DriverCallbacks(Scheduler):
         self._reconcile_timer = timer
         timer.start()
 
+    def disconnected(self, driver: Any) -> None:
+        # A reconciliation timed for the subscription just lost would go to whichever master
+        # comes next, before its agents re-register, and make running tasks TASK_LOST: the next
+        # re-registration times its own.
+        if self._reconcile_timer is not None:
+            self._reconcile_timer.cancel()
+            self._reconcile_timer = None
+
     def _reconcile_launched(self, driver: Any, agent_id: str | None = None) -> None:
         """Explicit RECONCILE of the launched tasks (those of *agent_id* only, if given)."""
+        state = getattr(driver, "subscription_state", SubscriptionState.SUBSCRIBED)
+        if state is not SubscriptionState.SUBSCRIBED:
+            logger.debug("no reconciliation: not subscribed (%s)", state.value)
+            return
         with self._table.lock:
             tasks = [
                 {"task_id": {"value": task_id}, "agent_id": {"value": job.agent_id}}

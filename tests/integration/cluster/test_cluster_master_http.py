@@ -34,7 +34,8 @@ from master_helpers import (
     subscribe_call,
 )
 
-from toil_mesos.cluster.master import MasterServer, main
+from toil_mesos.cluster._master_main import main
+from toil_mesos.cluster.master import MasterServer
 from toil_mesos.mesos import Scheduler, SchedulerDriver
 
 pytestmark = pytest.mark.integration

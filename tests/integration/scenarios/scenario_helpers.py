@@ -31,8 +31,9 @@ from test_deploy_scenarios import write
 from toil_mesos.cluster.testing import MiniCluster
 
 EXECUTOR = f"{sys.executable} -m toil_mesos.executor"
-#: Where an agent stages bundles: the executor's default cache, ``.../toil-mesos/bundles/<sha>``.
-STAGED = "/toil-mesos/bundles/"
+#: Where an agent stages bundles: ``cluster up`` gives each agent's executors a cache in that
+#: agent's work dir, ``.../agents/<i>/bundle-cache/<sha>``.
+STAGED = "/bundle-cache/"
 #: How long one leader may run.
 RUN_TIMEOUT = 300
 REGISTERED = re.compile(r"registered with the Mesos master at \S+ as framework (\S+)")

@@ -82,7 +82,10 @@ def test_package_hierarchy_runs_on_isolated_agents_from_the_bundle(isolated):
     agents = {agent for _, agent, _, _ in jobs}
     assert agents <= {a.id for a in mini.agents} and len(agents) > 1, jobs
     assert all(executor.startswith("toil-") for _, _, executor, _ in jobs)
-    assert all("/toil-mesos/bundles/" in code for _, _, _, code in jobs), jobs
+    # Staged in the running agent's own bundle cache (cluster up gives each agent one).
+    staged = {agent.id: f"{mini.work_dir}/agents/{index}/bundle-cache/"
+              for index, agent in enumerate(mini.agents)}
+    assert all(code.startswith(staged[agent]) for _, agent, _, code in jobs), jobs
     assert str(leader) not in proc.stdout.split("sorted", 1)[1]
     assert "shipping the workflow's code to the agents" in proc.stderr
     assert "does not support auto-deployment" not in proc.stderr
