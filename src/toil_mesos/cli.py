@@ -313,6 +313,18 @@ def _add_cluster_commands(commands: argparse._SubParsersAction[argparse.Argument
              "get them (default: all unreserved)",
     )
     _add_master_options(up, defaults)
+    up.add_argument(
+        "--agent-recovery-timeout", type=_positive, default=None, metavar="S",
+        help="how long executors of frameworks that checkpoint keep running and retrying "
+             "while their agent is away (restarting), as Mesos' --recovery_timeout "
+             "(default: 900)",
+    )
+    up.add_argument(
+        "--executor-reregistration-timeout", type=_positive, default=None, metavar="S",
+        help="how long a restarted agent waits for those executors to re-subscribe before it "
+             "reports their tasks lost, as Mesos' --executor_reregistration_timeout "
+             "(default: 2)",
+    )
     up.set_defaults(handler=_cluster_up)
 
     status = cluster_commands.add_parser(
@@ -379,6 +391,8 @@ def _cluster_up(args: argparse.Namespace) -> int:
             () if args.fetcher_cache_size is None
             else ("--fetcher-cache-size", str(args.fetcher_cache_size))
         ),
+        agent_recovery_timeout=args.agent_recovery_timeout,
+        executor_reregistration_timeout=args.executor_reregistration_timeout,
     )
     # A SIGTERM or SIGHUP while daemons start must still stop them: turn it into SystemExit,
     # which `up` cleans up after like any other failure.

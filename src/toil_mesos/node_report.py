@@ -4,8 +4,9 @@ Toil's autoscaler asks the batch system how busy each node is (``getNodes``). Of
 free, not what is in use, so each executor reports its node every so often: cores, memory,
 load average, how many of this workflow's workers run there, the appliance image the node
 runs when it knows one, and the bundles already staged there (placement prefers a node that
-has the workflow's code: its first task skips the extraction). The last two fields are
-optional: reports without them still decode.
+has the workflow's code: its first task skips the extraction), and whether the executor has
+just re-subscribed with its restarted agent. The last three fields are optional: reports
+without them still decode.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class NodeReport:
     appliance: str | None = None
     #: sha256 of the bundles staged in the node's bundle cache, sorted; () when unknown.
     staged_bundles: tuple[str, ...] = ()
+    #: Sent right after the executor re-subscribed with its restarted agent: the agent has
+    #: registered with the master again, so the scheduler reconciles that agent's tasks.
+    resubscribed: bool = False
 
     def encode(self) -> str:
         """Base64 JSON, as framework messages carry data."""
@@ -45,6 +49,8 @@ class NodeReport:
                     "cores": self.cores, "memory": self.memory, "load": self.load,
                     "workers": self.workers, "appliance": self.appliance,
                     "staged_bundles": list(self.staged_bundles)}
+        if self.resubscribed:
+            document["resubscribed"] = True
         return base64.b64encode(json.dumps(document).encode()).decode("ascii")
 
     @classmethod
@@ -59,7 +65,8 @@ class NodeReport:
                        memory=int(document["memory"]), load=float(document["load"]),
                        workers=int(document["workers"]),
                        appliance=appliance if isinstance(appliance, str) and appliance else None,
-                       staged_bundles=_hashes(document.get("staged_bundles")))
+                       staged_bundles=_hashes(document.get("staged_bundles")),
+                       resubscribed=document.get("resubscribed") is True)
         except (binascii.Error, ValueError, KeyError, TypeError, AttributeError):
             return None
 

@@ -192,21 +192,46 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def executor_pids(agent_pid: int) -> list[int]:
-    """The executors agent ``agent_pid`` runs: its children (each leads a session of its own)
-    and whatever in those sessions is the executor itself (``sh -c`` may or may not exec)."""
+def agent_executor_pids(mini: MiniCluster, index: int) -> list[int]:
+    """The toil-mesos executors of agent ``index``, including those a restarted agent recovered
+    (no longer its children): session leaders working in the agent's sandboxes, and whatever
+    in those sessions runs ``toil-mesos executor``."""
+    sandboxes = str(mini.work_dir / "agents" / str(index)) + "/"
     sessions = []
     for pid in _pids():
         stat = _stat(pid)
-        if stat is not None and int(stat[1]) == agent_pid and int(stat[3]) == pid:
+        if stat is None or int(stat[3]) != pid:
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(sandboxes):
             sessions.append(pid)
     found = []
     for pid in _pids():
         stat = _stat(pid)
         if (stat is not None and int(stat[3]) in sessions and stat[0] not in "ZX"
-                and "executor" in cmdline(pid)):
+                and "toil-mesos executor" in cmdline(pid)):
             found.append(pid)
     return found
+
+
+def running_on(records: Path, agent_id: str) -> list[int]:
+    """The jobs with an attempt running on agent ``agent_id`` now: started, not ended, and its
+    process alive (an attempt killed by an earlier fault never records its end)."""
+    try:
+        result = Records.read(records)
+    except ValueError:  # a line being written right now: ask again
+        return []
+
+    def alive(pid: int | None) -> bool:
+        stat = None if pid is None else _stat(pid)
+        return stat is not None and stat[0] not in "ZX"
+
+    return sorted(index for index, attempts in result.attempts.items()
+                  if any(a.agent == agent_id and a.end is None and alive(a.pid)
+                         for a in attempts))
 
 
 def processes_under(directory: Path) -> list[str]:
@@ -256,6 +281,7 @@ class Attempt:
     end: float | None = None
     overlap: bool = False
     agent: str | None = None
+    pid: int | None = None
 
 
 @dataclass
@@ -274,7 +300,8 @@ class Records:
                 entry = json.loads(line)
                 if entry["event"] == "start":
                     attempt = Attempt(index, entry["attempt"], entry["t"],
-                                      overlap=entry["overlap"], agent=entry.get("agent"))
+                                      overlap=entry["overlap"], agent=entry.get("agent"),
+                                      pid=entry.get("pid"))
                     by_id[attempt.attempt] = attempt
                     result.attempts[index].append(attempt)
                 elif entry["event"] == "end":

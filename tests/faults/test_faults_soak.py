@@ -6,7 +6,9 @@ restarts agents, SIGSTOPs and SIGCONTs agents, cuts agents off the network and h
 SIGKILLs the leading one of three masters (elected through ZooKeeper; the killed one comes back
 as a standby), one fault at a time. The workflow must complete with every job's output right,
 no two attempts of a job may have run at once (see :mod:`fault_helpers`), and once the cluster
-is down nothing it or the workflow made may be left.
+is down nothing it or the workflow made may be left. An agent restarted with recovery
+while it runs jobs must not have any of them run again: their executors outlive the
+agent (checkpointing).
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from pathlib import Path
 import pytest
 from fault_helpers import (
     Records,
+    agent_executor_pids,
     check_outputs,
     count_starts,
-    executor_pids,
     finish,
     leftovers,
     master_state,
+    running_on,
     set_link,
     signal_pid,
     start_leader,
@@ -48,7 +51,7 @@ SEED = 9_2026
 JOBS = 300
 AGENTS = 3
 KINDS = ("kill-executor", "kill-restart-agent", "stop-cont-agent", "cut-network",
-         "kill-leading-master")
+         "kill-leading-master", "restart-agent-with-recovery")
 #: Each kind this many times, in a seeded order.
 ROUNDS = 3
 LEADER_TIMEOUT = 200.0
@@ -59,11 +62,14 @@ TASK_ENDED = re.compile(r"job \d+ \(\w+\) ended as TASK_\w+")
 class Injector:
     """One fault at a time on the cluster, each undone before the next (also on failure)."""
 
-    def __init__(self, mini: MiniCluster, rng: random.Random) -> None:
+    def __init__(self, mini: MiniCluster, rng: random.Random, records: Path) -> None:
         self.mini = mini
         self.rng = rng
+        self.records = records
         self.done: Counter[str] = Counter()
         self.log: list[str] = []
+        #: Jobs that were running on an agent restarted with recovery: each must run once.
+        self.recovered: set[int] = set()
 
     def inject(self, kind: str, agent: int) -> None:
         action: dict[str, Callable[[int], str | None]] = {
@@ -72,6 +78,7 @@ class Injector:
             "stop-cont-agent": self._stop_cont_agent,
             "cut-network": self._cut_network,
             "kill-leading-master": self._kill_leading_master,
+            "restart-agent-with-recovery": self._restart_agent_with_recovery,
         }
         what = action[kind](agent)
         if what is not None:
@@ -85,7 +92,7 @@ class Injector:
         found: list[tuple[int, list[int]]] = []
 
         def any_executor() -> bool:
-            found[:] = [(i, executor_pids(self.mini.agents[i].pid)) for i in order]
+            found[:] = [(i, agent_executor_pids(self.mini, i)) for i in order]
             return any(pids for _, pids in found)
 
         if not wait_until(any_executor, timeout=20):
@@ -119,6 +126,24 @@ class Injector:
         assert wait_until(taken_over, timeout=60), f"no master took over from {old}"
         self.mini.restart_master(old)
         return f"SIGKILL the leading {old}; {new[0]} took over; {old} back as a standby"
+
+    def _restart_agent_with_recovery(self, agent: int) -> str | None:
+        # An agent running jobs right now (the chosen one, or the next that does): it is
+        # SIGKILLed and restarted at once; its executors re-subscribe and its jobs go on.
+        order = [(agent + k) % AGENTS for k in range(AGENTS)]
+        busy: list[tuple[int, list[int]]] = []
+
+        def any_running() -> bool:
+            busy[:] = [(i, running_on(self.records, self.mini.agents[i].id)) for i in order]
+            return any(jobs for _, jobs in busy)
+
+        if not wait_until(any_running, timeout=20):
+            return None
+        index, jobs = next((i, j) for i, j in busy if j)
+        self.mini.kill_agent(index)
+        self.mini.restart_agent(index)
+        self.recovered.update(jobs)
+        return f"SIGKILL agent {index} running jobs {jobs}, restarted with recovery"
 
     def _stop_cont_agent(self, agent: int) -> str:
         pid = self.mini.agents[agent].pid
@@ -164,7 +189,7 @@ def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path,
 
     with MiniCluster(work / "cluster", agents=AGENTS, hide=[leader], netns=True,
                      masters=3, zk=True, zk_session_timeout=2.0) as mini:
-        injector = Injector(mini, rng)
+        injector = Injector(mini, rng, records)
         log = visible / "leader.log"
         process = start_leader(python, script, mini, visible / "jobstore", records, log,
                                "--jobs", str(JOBS), "--seconds", "1", "--cores", "0.2",
@@ -193,6 +218,7 @@ def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path,
     lost = check_outputs(records, JOBS)
     overlaps = result.overlaps()
     reissued = result.reissued()
+    rerun = sorted(i for i in injector.recovered if len(result.attempts[i]) > 1)
     task_failures = len(TASK_ENDED.findall(output))
     tally.fault(sum(injector.done.values()))
     tally.jobs(checked=JOBS, lost=len(lost))
@@ -201,12 +227,14 @@ def test_a_300_job_workflow_survives_a_random_schedule_of_faults(soak_dir: Path,
         print(f"\nsoak (seed {SEED}): faults injected: {sum(injector.done.values())} "
               f"({', '.join(f'{k} {v}' for k, v in sorted(injector.done.items()))}); "
               f"jobs reissued: {reissued} (tasks failed or lost: {task_failures}); "
-              f"jobs lost: {len(lost)}; "
+              f"jobs lost: {len(lost)}; jobs running across agent recoveries: "
+              f"{len(injector.recovered)}, run again: {len(rerun)}; "
               f"leftovers: {len(found)}; {time.monotonic() - started:.0f} s")
         for line in injector.log:
             print(f"  fault: {line}")
     assert 'RESULT ["v1:0", "v1:1"' in output, output[-3000:]
     assert not lost, lost[:20]
     assert not overlaps, overlaps
+    assert injector.recovered and not rerun, (rerun, injector.log)
     assert set(injector.done) == set(KINDS), injector.log
     assert not found, found

@@ -30,6 +30,11 @@ from toil_mesos.mesos._master_spec import BadMasterSpec, parse_master_spec
 
 __all__ = ["AgentConfig", "build_parser", "config_from_args"]
 
+#: Mesos' defaults (``src/slave/constants.hpp``): ``--recovery_timeout`` and
+#: ``--executor_reregistration_timeout``.
+DEFAULT_RECOVERY_TIMEOUT = 15 * 60.0
+DEFAULT_EXECUTOR_REREGISTRATION_TIMEOUT = 2.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
@@ -52,6 +57,10 @@ class AgentConfig:
     status_update_retry_seconds: float = STATUS_UPDATE_RETRY_SECONDS
     #: ``--executor-environment-variables``: what every executor gets; None when not given.
     executor_environment_variables: Mapping[str, str] | None = None
+    #: How long executors of checkpointing frameworks try to re-subscribe (Mesos' 15 mins).
+    recovery_timeout: float = DEFAULT_RECOVERY_TIMEOUT
+    #: How long a restarted agent waits for recovered executors to re-subscribe (2 secs).
+    executor_reregistration_timeout: float = DEFAULT_EXECUTOR_REREGISTRATION_TIMEOUT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--executor_environment_variables: they replace the default PATH, and the agent's "
         "MESOS_* and LIBPROCESS_PORT win over them (default: none)",
     )
+    parser.add_argument(
+        "--recovery-timeout", type=float, default=DEFAULT_RECOVERY_TIMEOUT, metavar="SECONDS",
+        help="how long executors of frameworks that checkpoint keep trying to re-subscribe "
+        "while this agent is away (restarting), as Mesos' --recovery_timeout "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--executor-reregistration-timeout", type=float,
+        default=DEFAULT_EXECUTOR_REREGISTRATION_TIMEOUT, metavar="SECONDS",
+        help="after a restart with the same --work-dir, how long to wait for the recovered "
+        "executors to re-subscribe before they are shut down and their tasks reported lost, "
+        "as Mesos' --executor_reregistration_timeout (default: %(default)s)",
+    )
     return parser
 
 
@@ -114,6 +136,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         "fetcher_timeout",
         "executor_registration_timeout",
         "status_update_retry_seconds",
+        "recovery_timeout",
+        "executor_reregistration_timeout",
     ):
         if getattr(args, name) <= 0:
             flag = "--" + name.replace("_", "-")
@@ -145,6 +169,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         executor_environment_variables=(
             None if variables is None else parse_environment_variables(variables)
         ),
+        recovery_timeout=args.recovery_timeout,
+        executor_reregistration_timeout=args.executor_reregistration_timeout,
     )
 
 

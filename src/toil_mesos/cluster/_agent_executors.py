@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Final
 
+from toil_mesos.cluster._agent_config import AgentConfig
 from toil_mesos.cluster._agent_model import (
     JSON,
     LOGGER_NAME,
@@ -28,6 +29,7 @@ from toil_mesos.cluster._executors import (
     executor_environment,
     format_duration,
     make_sandbox,
+    process_start_time,
     sandbox_path,
 )
 from toil_mesos.cluster._fetcher import Fetcher, FetchError
@@ -108,7 +110,24 @@ class Executors:
         logger.info("executor %s exited with wait status %d", executor.executor_id, status)
         self.terminated(executor, status=status)
 
+    def watch(self, executor: ExecutorRecord) -> None:
+        """Wait, on a thread of its own, for a recovered executor's process to end.
+
+        It is not the agent's child: its exit status is unknown, and the master hears none.
+        """
+        process = executor.process
+        assert process is not None
+
+        def run() -> None:
+            while process.wait(timeout=0.5) is None:
+                pass
+            logger.info("recovered executor %s (pid %d) ended", executor.executor_id, process.pid)
+            self.terminated(executor, status=None)
+
+        executor.thread = self._core.spawn(f"executor-{executor.executor_id}", run)
+
     def _start_process(self, executor: ExecutorRecord) -> ExecutorProcess | None:
+        """Start the executor's process and checkpoint it (lock taken here)."""
         core = self._core
         config = core.config
         with core.cond:
@@ -119,6 +138,8 @@ class Executors:
                 )
                 return None
             assert core.agent_id is not None
+            framework = core.frameworks.get(executor.framework_id)
+            checkpoint = framework is not None and framework.info.get("checkpoint") is True
             env = executor_environment(
                 executor_id=executor.executor_id,
                 framework_id=executor.framework_id,
@@ -128,6 +149,11 @@ class Executors:
                 shutdown_grace_period=config.executor_shutdown_grace_period,
                 command=executor.info.get("command", {}),
                 variables=config.executor_environment_variables,
+                recovery=(
+                    (config.recovery_timeout, _backoff_max(config))
+                    if checkpoint
+                    else None
+                ),
             )
             try:
                 process = ExecutorProcess.start(
@@ -140,8 +166,10 @@ class Executors:
                 self.terminated(executor, status=256, reason=_LAUNCH_FAILED, message=message)
                 return None
             executor.process = process
+            executor.start_time = process_start_time(process.pid)
             executor.phase = ExecutorPhase.REGISTERING
             executor.registration_deadline = core.clock() + config.executor_registration_timeout
+            core.checkpoint(executor)
             core.cond.notify_all()
             logger.info(
                 "started executor %s (pid %d) in %s",
@@ -155,17 +183,21 @@ class Executors:
         self,
         executor: ExecutorRecord,
         *,
-        status: int,
+        status: int | None,
         reason: str | None = None,
         message: str | None = None,
     ) -> None:
-        """The executor is gone: its unfinished tasks fail and the master hears of it."""
+        """The executor is gone: its unfinished tasks fail (or are lost, for an executor that
+        did not survive the agent's restart) and the master hears of it (*status* is the raw
+        wait status, ``None`` when unknown)."""
         core = self._core
         with core.cond:
             if executor.phase is ExecutorPhase.TERMINATED:
                 return
             executor.phase = ExecutorPhase.TERMINATED
+            executor.recovering = False
             executor.registration_deadline = executor.kill_at = executor.sigkill_at = None
+            core.store.remove(executor.container_id)
             if executor.stream is not None:
                 executor.stream.close()
             framework = core.frameworks.get(executor.framework_id)
@@ -175,18 +207,20 @@ class Executors:
             # Like Mesos, no ExitedExecutorMessage for the executors the agent made itself for
             # command tasks (the recorded command task T6 brought the scheduler no FAILURE).
             if report and not executor.for_command_task:
-                core.call_master(
-                    "EXECUTOR_EXITED",
-                    framework_id={"value": executor.framework_id},
-                    executor_id={"value": executor.executor_id},
-                    status=status,
-                )
+                exited: JSON = {
+                    "framework_id": {"value": executor.framework_id},
+                    "executor_id": {"value": executor.executor_id},
+                }
+                if status is not None:
+                    exited["status"] = status
+                core.call_master("EXECUTOR_EXITED", **exited)
             reason = reason or executor.termination_reason or "REASON_EXECUTOR_TERMINATED"
             message = message or executor.termination_message or "Executor terminated"
             for task in list(executor.launched.values()) + list(executor.queued.values()):
                 if report and task.state not in TERMINAL_STATES:
+                    state = executor.termination_state or "TASK_FAILED"
                     self._updates.agent_update(
-                        executor, task, state="TASK_FAILED", reason=reason, message=message
+                        executor, task, state=state, reason=reason, message=message
                     )
                 executor.completed.append(task)
             executor.launched.clear()
@@ -224,15 +258,23 @@ class Executors:
             and executor.registration_deadline <= now
         ):
             executor.registration_deadline = None
-            timeout = self._core.config.executor_registration_timeout
+            config = self._core.config
+            if executor.recovering:
+                timeout = config.executor_reregistration_timeout
+                executor.termination_reason = "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
+                executor.termination_message = (
+                    f"Executor did not reregister within {format_duration(timeout)}"
+                )
+            else:
+                timeout = config.executor_registration_timeout
+                executor.termination_reason = "REASON_EXECUTOR_REGISTRATION_TIMEOUT"
+                executor.termination_message = (
+                    f"Executor did not register within {format_duration(timeout)}"
+                )
             logger.warning(
                 "executor %s did not subscribe within %.1f s; killing it",
                 executor.executor_id,
                 timeout,
-            )
-            executor.termination_reason = "REASON_EXECUTOR_REGISTRATION_TIMEOUT"
-            executor.termination_message = (
-                f"Executor did not register within {format_duration(timeout)}"
             )
             executor.phase = ExecutorPhase.TERMINATING
             executor.kill_at = now
@@ -280,6 +322,14 @@ class Executors:
                 executor.thread.join(timeout=2.0)
             if executor.stream is not None:
                 executor.stream.close()
+            # Stopped, not crashed: nothing is left to recover.
+            core.store.remove(executor.container_id)
+
+
+def _backoff_max(config: AgentConfig) -> float:
+    """``MESOS_SUBSCRIPTION_BACKOFF_MAX``: executors retry often enough to re-subscribe well
+    within the re-registration timeout after the agent is back (Mesos' 2 s bound at most)."""
+    return min(2.0, config.executor_reregistration_timeout / 2)
 
 
 def _wait_processes(executors: list[ExecutorRecord], timeout: float) -> None:

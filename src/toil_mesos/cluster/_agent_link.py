@@ -139,6 +139,11 @@ class MasterLink:
         core = self._core
         backoff = REGISTER_BACKOFF_MIN
         redirected: str | None = None
+        # A restarted agent registers once its recovered executors are back (or given up on),
+        # so the master learns what really survived (Mesos: MESOS-7539).
+        while not core.recovered.wait(timeout=0.25):
+            if core.stopping.is_set():
+                return
         while not core.stopping.is_set():
             registered_before = core.registered.is_set()
             master = redirected
@@ -245,11 +250,13 @@ class MasterLink:
                 )
             first = core.agent_id is None
             core.agent_id = agent_id
+            # A restart with the same work dir registers as this agent again.
+            core.store.save_agent_id(agent_id)
             interval = body.get("heartbeat_interval_seconds")
             self._heartbeat_interval = float(interval) if interval else None
+            core.registered.set()
             core.forward_updates(core.updates.resend_all(now=core.clock()))
             core.cond.notify_all()
-        core.registered.set()
         logger.info(
             "%s with the master as %s", "registered" if first else "re-registered", agent_id
         )

@@ -15,17 +15,22 @@ import enum
 import json
 import logging
 import queue
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from toil_mesos.cluster._agent_checkpoint import (
+    CheckpointedExecutor,
+    CheckpointedTask,
+    CheckpointStore,
+)
 from toil_mesos.cluster._agent_config import AgentConfig
 from toil_mesos.cluster._agent_gpus import GpuDevices, gpus_in
-from toil_mesos.cluster._executors import ExecutorProcess
 from toil_mesos.cluster._status_updates import StatusUpdateManager
 from toil_mesos.mesos._recordio import encode_record
 
@@ -34,6 +39,7 @@ __all__ = [
     "LOGGER_NAME",
     "AgentCall",
     "AgentCore",
+    "ContainerProcess",
     "ExecutorCallResult",
     "ExecutorEventStream",
     "ExecutorPhase",
@@ -63,6 +69,20 @@ class ExecutorPhase(enum.Enum):
     RUNNING = "RUNNING"  # subscribed
     TERMINATING = "TERMINATING"  # SHUTDOWN sent or being killed
     TERMINATED = "TERMINATED"
+
+
+class ContainerProcess(Protocol):
+    """An executor's process: one the agent started (``ExecutorProcess``), or one an earlier
+    run of the agent started and this one recovered (``RecoveredProcess``)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def signal(self, sig: signal.Signals) -> None: ...
 
 
 class ExecutorEventStream:
@@ -105,7 +125,9 @@ class ExecutorRecord:
     info: JSON
     sandbox: Path
     phase: ExecutorPhase = ExecutorPhase.LAUNCHING
-    process: ExecutorProcess | None = None
+    process: ContainerProcess | None = None
+    #: The process's start time (``/proc/PID/stat``), checkpointed with its pid.
+    start_time: int | None = None
     stream: ExecutorEventStream | None = None
     queued: dict[str, TaskRecord] = field(default_factory=dict)
     launched: dict[str, TaskRecord] = field(default_factory=dict)
@@ -119,6 +141,12 @@ class ExecutorRecord:
     thread: threading.Thread | None = None
     #: Made by the agent for a command task (the built-in command executor).
     for_command_task: bool = False
+    #: Recovered after an agent restart and not re-subscribed yet.
+    recovering: bool = False
+    #: Its checkpoint was written (for frameworks that do not checkpoint, once is enough).
+    checkpointed: bool = False
+    #: What its unfinished tasks become when it ends (TASK_FAILED unless recovery lost it).
+    termination_state: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -199,6 +227,10 @@ class AgentCore:
         self.outbox: queue.Queue[AgentCall] = queue.Queue()
         self.server: ThreadingHTTPServer | None = None
         self.start_time = wall_clock()
+        self.store = CheckpointStore(config.work_dir)
+        #: Set once recovered executors have re-subscribed or timed out (at once on a first
+        #: start): the agent registers with the master only then, as Mesos does.
+        self.recovered = threading.Event()
         #: The GPU devices (``gpus`` in ``--resources``) and the tasks holding them.
         self.gpus = GpuDevices(gpus_in(config.resources))
 
@@ -234,12 +266,66 @@ class AgentCore:
             self.frameworks.pop(framework.framework_id, None)
             self.completed_frameworks.append(framework)
 
+    def checkpoint(self, executor: ExecutorRecord) -> None:
+        """Write *executor*'s checkpoint (lock held): its process, tasks and pending updates.
+
+        Every started executor is checkpointed, so that a restarted agent can kill the
+        executors of frameworks that do not checkpoint (their pid, once, and no tasks); only
+        the others are recovered, and only their records follow every change.
+        """
+        framework = self.frameworks.get(executor.framework_id)
+        if (
+            executor.process is None
+            or executor.start_time is None
+            or executor.phase is ExecutorPhase.TERMINATED
+            or framework is None
+        ):
+            return
+        recovered = framework.info.get("checkpoint") is True
+        if executor.checkpointed and not recovered:
+            return
+        executor.checkpointed = True
+        tasks = [(t, False) for t in executor.queued.values()] if recovered else []
+        tasks += [(t, True) for t in executor.launched.values()] if recovered else []
+        self.store.save(
+            CheckpointedExecutor(
+                framework_id=executor.framework_id,
+                framework_info=framework.info,
+                executor_id=executor.executor_id,
+                container_id=executor.container_id,
+                info=executor.info,
+                sandbox=executor.sandbox,
+                pid=executor.process.pid,
+                start_time=executor.start_time,
+                for_command_task=executor.for_command_task,
+                tasks=tuple(
+                    CheckpointedTask(
+                        info=task.info,
+                        state=task.state,
+                        latest=task.statuses[-1] if task.statuses else None,
+                        delivered=delivered,
+                        pending=tuple(
+                            self.updates.unacknowledged(executor.framework_id, task.task_id)
+                        ),
+                        seen=tuple(str(s["uuid"]) for s in task.statuses if s.get("uuid")),
+                    )
+                    for task, delivered in tasks
+                ),
+            )
+        )
+
     def call_master(self, kind: str, **body: Any) -> None:
         """Queue an agent call ``{"type": KIND, "kind": body}`` for the sender thread."""
         self.outbox.put(AgentCall(kind=kind, body={"type": kind, kind.lower(): body}))
 
     def forward_updates(self, forwards: Sequence[Any]) -> None:
-        """Queue the status updates the update manager says to send."""
+        """Queue the status updates the update manager says to send (lock held).
+
+        Not while unregistered: they stay in flight, and the registration resends every
+        update in flight once (a queued copy would reach the master twice).
+        """
+        if not self.registered.is_set():
+            return
         for forward in forwards:
             self.call_master("UPDATE", **forward.update)
 

@@ -89,6 +89,7 @@ class TaskEvents:
                 executor.stream.send({"type": "LAUNCH", "launch": {"task": task}})
             else:
                 executor.queued[record.task_id] = record
+            core.checkpoint(executor)
             logger.info(
                 "task %s of framework %s goes to executor %s (%s)",
                 record.task_id,

@@ -113,6 +113,7 @@ class StatusUpdates:
         update = {"framework_id": {"value": executor.framework_id}, "status": status}
         _, forwards = core.updates.update(update, now=core.clock())
         core.forward_updates(forwards)
+        core.checkpoint(executor)
         core.cond.notify_all()
 
     def on_acknowledge(self, body: JSON) -> None:
@@ -134,6 +135,8 @@ class StatusUpdates:
                 if task is not None and closed:
                     # The terminal update was acknowledged: the task is complete.
                     executor.completed.append(executor.launched.pop(task_id))
+                if task is not None:
+                    core.checkpoint(executor)
 
     # -- executor API -------------------------------------------------------------------------
 
@@ -216,7 +219,13 @@ class StatusUpdates:
         executor.stream = stream
         executor.phase = ExecutorPhase.RUNNING
         executor.registration_deadline = None
-        logger.info("executor %s subscribed", executor.executor_id)
+        if executor.recovering:
+            # Back: from now on its death fails its tasks, as any executor's would.
+            executor.recovering = False
+            executor.termination_state = None
+            logger.info("recovered executor %s re-subscribed", executor.executor_id)
+        else:
+            logger.info("executor %s subscribed", executor.executor_id)
         stream.send(
             {
                 "type": "SUBSCRIBED",
@@ -243,6 +252,7 @@ class StatusUpdates:
             task = executor.queued.pop(task_id)
             executor.launched[task_id] = task
             stream.send({"type": "LAUNCH", "launch": {"task": task.info}})
+        self._core.checkpoint(executor)
         self._core.cond.notify_all()
         return ExecutorCallResult(status=200, stream=stream)
 

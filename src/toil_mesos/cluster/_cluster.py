@@ -206,6 +206,11 @@ class Cluster:
         for agent in self.agents:
             self._launch(agent)
         self._wait_ready(self.agents)
+        for agent in self.agents:
+            # A restarted agent comes back on its port: its executors re-subscribe there
+            # (MESOS_AGENT_ENDPOINT), and it recovers them from its work dir.
+            port = agent.ready["address"].rpartition(":")[2]
+            agent.argv[agent.argv.index("--port") + 1] = port
         record = self.record()
         write_json_atomically(self.work_dir / CLUSTER_FILE, record.to_json())
         logger.info(
@@ -290,6 +295,7 @@ class Cluster:
         executor_env = {CACHE_ENV: str(work_dir / AGENT_BUNDLE_CACHE),
                         **(self.options.executor_env or {})}
         argv += ["--executor-environment-variables", json.dumps(executor_env, sort_keys=True)]
+        argv += self.options.recovery_args()
         argv += self.options.agent_args
         if self.isolation is not None:
             argv = self.isolation.wrap(argv)
@@ -472,7 +478,7 @@ class Cluster:
             daemon.process.wait(KILL_WAIT)
 
     def restart(self, which: str | int) -> None:
-        """Start a master or agent ``which`` again (same address for a master) and wait.
+        """Start a master or agent ``which`` again (same address and work dir) and wait.
 
         Stops it first if it still runs. ``cluster.json`` is rewritten with the new pid.
         """

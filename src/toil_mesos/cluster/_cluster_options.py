@@ -119,6 +119,21 @@ class ClusterOptions:
         """Whether the masters elect their leader through ZooKeeper."""
         return self.start_zookeeper or self.zk is not None
 
+    # -- agent recovery (a restarted agent reconnects to executors of checkpointing
+    # frameworks): the agents' --recovery-timeout and --executor-reregistration-timeout, in
+    # seconds; None leaves Mesos' defaults (15 minutes, 2 seconds).
+    agent_recovery_timeout: float | None = None
+    executor_reregistration_timeout: float | None = None
+
+    def recovery_args(self) -> tuple[str, ...]:
+        """The agents' recovery flags these options ask for."""
+        args: tuple[str, ...] = ()
+        if self.agent_recovery_timeout is not None:
+            args += ("--recovery-timeout", str(self.agent_recovery_timeout))
+        if self.executor_reregistration_timeout is not None:
+            args += ("--executor-reregistration-timeout", str(self.executor_reregistration_timeout))
+        return args
+
     def validate(self) -> None:
         """Raise ClusterError naming the first bad option."""
         if self.agents < 1:
@@ -131,6 +146,12 @@ class ClusterOptions:
             raise ClusterError(f"--disk must not be negative (MB), not {self.disk}")
         if not self.ready_timeout > 0:
             raise ClusterError(f"--timeout must be positive, not {self.ready_timeout}")
+        for flag, value in (
+            ("--agent-recovery-timeout", self.agent_recovery_timeout),
+            ("--executor-reregistration-timeout", self.executor_reregistration_timeout),
+        ):
+            if value is not None and not value > 0:
+                raise ClusterError(f"{flag} must be positive, not {value}")
         if self.reserve is not None:
             try:
                 check_role(self.reserve)

@@ -52,6 +52,7 @@ __all__ = [
     "main",
     "make_sandbox",
     "parse_environment_variables",
+    "process_start_time",
     "raw_wait_status",
     "sandbox_path",
     "session_pids",
@@ -165,8 +166,13 @@ def executor_environment(
     shutdown_grace_period: float,
     command: JSON,
     variables: Mapping[str, str] | None = None,
+    recovery: tuple[float, float] | None = None,
 ) -> dict[str, str]:
     """The exact environment a Mesos 1.12 agent gave an executor, in its recorded order.
+
+    *recovery* is ``(recovery timeout, subscription backoff max)`` for an executor of a
+    framework that checkpoints: ``MESOS_CHECKPOINT`` is then ``1`` and the two durations tell
+    the executor how long, and how often, to try to re-subscribe when its agent goes away.
 
     *variables* are the agent's ``--executor-environment-variables``: they are added, may
     replace ``LIBPROCESS_IP`` and the default ``PATH``, and give way to every other variable
@@ -180,7 +186,7 @@ def executor_environment(
         "MESOS_HTTP_COMMAND_EXECUTOR": "0",
         "MESOS_FRAMEWORK_ID": framework_id,
         "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": format_duration(shutdown_grace_period),
-        "MESOS_CHECKPOINT": "0",
+        "MESOS_CHECKPOINT": "0" if recovery is None else "1",
         "MESOS_AGENT_ENDPOINT": agent_address,
         "PATH": EXECUTOR_PATH,
         "MESOS_SLAVE_PID": f"slave(1)@{agent_address}",
@@ -189,6 +195,9 @@ def executor_environment(
         "MESOS_DIRECTORY": str(sandbox),
         "LIBPROCESS_IP": host,
     }
+    if recovery is not None:
+        env["MESOS_RECOVERY_TIMEOUT"] = format_duration(recovery[0])
+        env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] = format_duration(recovery[1])
     if variables:
         agent_set = {
             name: value
@@ -226,6 +235,20 @@ def session_pids(session_id: int) -> list[int]:
         if len(fields) > 3 and int(fields[3]) == session_id and fields[0] != b"Z":
             pids.append(int(entry.name))
     return pids
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of *pid* in clock ticks (``/proc/PID/stat``), ``None`` when it is gone
+    or a zombie. With the pid it names one process for good: pids are reused, the pair is not.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X", b"x"):
+        return None
+    return int(fields[19])
 
 
 def signal_session(session_id: int, sig: signal.Signals) -> None:

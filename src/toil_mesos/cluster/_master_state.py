@@ -302,10 +302,13 @@ class MasterState:
         """An agent's registration stream ended; the agent timeout starts.
 
         Offers on an agent that may be gone are rescinded at once (Mesos deactivates a
-        disconnected agent); its resources come back when it re-registers.
+        disconnected agent); its resources come back when it re-registers. Tasks of frameworks
+        that do not checkpoint are lost at once; the others wait for the agent.
         """
         agent = self._agent_registry.stream_closed(stream_id, now=now)
-        return [] if agent is None else self._allocator.rescind_offers_on(agent)
+        if agent is None:
+            return []
+        return [*self._allocator.rescind_offers_on(agent), *self._tasks.agent_disconnected(agent)]
 
     def agent_call(
         self, call: Mapping[str, Any], *, stream_id: str | None, now: float
@@ -327,7 +330,9 @@ class MasterState:
             executor_id = value_of(body.get("executor_id")) or ""
             if agent.executors.pop((framework_id, executor_id), None) is not None:
                 self._allocator.wake()
-            carried = {"executor_id": id_of(executor_id), "status": body.get("status")}
+            carried = {"executor_id": id_of(executor_id)}
+            if body.get("status") is not None:  # unknown for an executor a restart recovered
+                carried["status"] = body["status"]
         else:
             carried = {"executor_id": body.get("executor_id"), "data": body.get("data", "")}
         if framework is None or framework.stream_id is None:

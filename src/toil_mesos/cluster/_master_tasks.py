@@ -229,6 +229,43 @@ class Tasks:
                 statuses=[latest] if latest else [],
             )
 
+    def agent_disconnected(self, agent: AgentRecord) -> list[Output]:
+        """The agent's stream broke: tasks of frameworks that do not checkpoint are lost now.
+
+        Such a framework's executors cannot survive the agent's restart (they exit when their
+        agent goes away, and a recovering agent kills what is left), so Mesos' master removes
+        them at once (``Master::disconnect``, ``removeFramework(slave, framework)``): TASK_LOST,
+        ``REASON_AGENT_DISCONNECTED``. Checkpointing frameworks' tasks wait for the agent to
+        re-register or be marked unreachable.
+        """
+        outputs: list[Output] = []
+        hostname = str(agent.info.get("hostname") or agent.agent_id)
+        for framework in self._frameworks:
+            if framework.info.get("checkpoint") is True:
+                continue
+            tasks = [t for t in framework.tasks.values() if t.agent_id == agent.agent_id]
+            for task in tasks:
+                status = master_status(
+                    self._wall(),
+                    task_id=task.task_id,
+                    state="TASK_LOST",
+                    message=f"Agent {hostname} disconnected",
+                    reason="REASON_AGENT_DISCONNECTED",
+                    agent_id=agent.agent_id,
+                    executor_id=task.executor_id,
+                )
+                task.state = "TASK_LOST"
+                task.latest = status
+                task.statuses.append(status)
+                self.complete(framework, task)
+                if framework.stream_id is not None:
+                    outputs.append(update_event(framework, status))
+            for key in [k for k in agent.executors if k[0] == framework.framework_id]:
+                del agent.executors[key]
+        if outputs:
+            self._allocator.wake()
+        return outputs
+
     def agent_unreachable(self, agent: AgentRecord) -> list[Output]:
         """The agent's tasks become TASK_UNREACHABLE (partition-aware) or TASK_LOST."""
         outputs: list[Output] = []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +207,33 @@ class StatusUpdateManager:
             if stream.state is StreamState.AWAITING_ACK and stream.pending:
                 out.append(self._send_head(stream, now=now, resend=True, keep_interval=True))
         return out
+
+    def restore(
+        self,
+        framework_id: str,
+        task_id: str,
+        *,
+        pending: Sequence[JSON],
+        seen: Iterable[str],
+        now: float,
+    ) -> None:
+        """Recreate a task's stream from the checkpoint of an earlier run of the agent.
+
+        The *pending* updates were never acknowledged: the oldest counts as in flight, so
+        :meth:`resend_all` sends it once the agent has registered again. Updates in *seen*
+        were taken before, so an executor that sends one again is answered as a duplicate.
+        """
+        stream = _Stream(framework_id=framework_id, task_id=task_id, interval=self._retry)
+        stream.seen.update(seen)
+        for update in pending:
+            stream.seen.add(_uuid(update))
+            stream.pending.append(update)
+            if update.get("status", {}).get("state") in TERMINAL_STATES:
+                stream.terminal_taken = True
+        if stream.pending:
+            stream.state = StreamState.AWAITING_ACK
+            stream.deadline = now + stream.interval
+        self._streams[(framework_id, task_id)] = stream
 
     def forget_framework(self, framework_id: str) -> None:
         """Drop every stream of a framework that was shut down (teardown)."""

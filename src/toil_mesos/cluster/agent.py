@@ -22,13 +22,18 @@ All agent state is guarded by one condition variable; nothing blocks while holdi
 
 :class:`Agent` is a façade over parts that each own one concern: the command line and its
 configuration (``_agent_config``: add agent options there), the shared state
-(``_agent_model``), the master link and recovery by re-registration (``_agent_link``),
+(``_agent_model``), the master link and recovery by re-registration (``_agent_link``), the
+checkpoint and recovery after a restart (``_agent_checkpoint``, ``_agent_recovery``),
 executor containers (``_agent_executors``), the master's task events (``_agent_tasks``), the
 executor API and status updates (``_agent_updates``), ``/state`` (``_agent_state``), sandbox
 files (``_agent_files``) and the HTTP API (``_agent_http``).
 
-This is a test and demo agent, not a replacement for Mesos: no checkpointing or recovery of
-executors across agent restarts, no containerizers, no resource isolation, no authentication.
+Restarted with the same work dir after a crash, the agent recovers (``_agent_recovery``, from
+the checkpoint ``_agent_checkpoint`` writes): executors of frameworks that checkpoint
+re-subscribe and keep their tasks; the others are killed.
+
+This is a test and demo agent, not a replacement for Mesos: no containerizers, no resource
+isolation, no authentication.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from toil_mesos.cluster._agent_model import (
     ExecutorEventStream,
     ExecutorPhase,
 )
+from toil_mesos.cluster._agent_recovery import Recovery
 from toil_mesos.cluster._agent_state import AgentStateRenderer
 from toil_mesos.cluster._agent_tasks import TaskEvents
 from toil_mesos.cluster._agent_updates import StatusUpdates
@@ -108,6 +114,7 @@ class Agent:
         )
         self._executors = Executors(core, fetcher, self._updates)
         self._tasks = TaskEvents(core, self._executors, self._updates)
+        self._recovery = Recovery(core, self._executors)
         self._renderer = AgentStateRenderer(core, fetcher_cache_dir=self._cache.directory.parent)
         self.files = SandboxFiles(core)
         #: The master's events, by type, and the part that handles each (given the body).
@@ -157,6 +164,8 @@ class Agent:
         self._cache.reset()
         server = AgentHTTPServer((self.config.host, self.config.port), self)
         self._core.server = server
+        # Before any thread runs: recovered executors must be known when they re-subscribe.
+        self._recovery.recover()
         threads = {
             "agent-http": lambda: server.serve_forever(poll_interval=0.25),
             "agent-master-link": self._link.run,
@@ -200,6 +209,7 @@ class Agent:
                 update_deadline = core.updates.next_deadline()
                 if update_deadline is not None:
                     deadlines.append(update_deadline)
+                self._recovery.check_done()
                 silence_deadline = self._link.check_heartbeats(now)
                 if silence_deadline is not None:
                     deadlines.append(silence_deadline)

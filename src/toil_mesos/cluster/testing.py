@@ -264,7 +264,8 @@ class MiniCluster:
         self._cluster.stop(index, sig=signal.SIGKILL)
 
     def restart_agent(self, index: int) -> None:
-        """Start agent ``index`` again in the same namespaces and work dir, and wait for it."""
+        """Start agent ``index`` again in the same namespaces, work dir and port, and wait for
+        it; it recovers the executors of frameworks that checkpoint (agent recovery)."""
         self._restart(index)
 
     def _restart(self, which: str | int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import enum
 import json
 import logging
@@ -156,6 +157,28 @@ class ToilExecutor(Executor):
         self._reporter = threading.Thread(target=self._report_node, args=(driver, hostname),
                                           name="node-report", daemon=True)
         self._reporter.start()
+
+    def disconnected(self, driver: Any) -> None:
+        # With checkpointing the driver re-subscribes for MESOS_RECOVERY_TIMEOUT; the workers
+        # keep running meanwhile, and their ends go out once the agent is back.
+        with self._lock:
+            running = sum(1 for t in self._tasks.values() if not t.phase.terminal)
+        logger.warning("the agent went away; %d tasks keep running while the executor "
+                       "re-subscribes", running)
+
+    def reregistered(self, driver: Any, agentInfo: Any) -> None:
+        # The agent is back and registered with the master: tell the scheduler at once, so it
+        # reconciles this agent's tasks.
+        hostname = str((agentInfo or {}).get("hostname") or socket.gethostname())
+        logger.info("re-subscribed with the restarted agent on %s", hostname)
+        with self._lock:
+            workers = sum(1 for t in self._tasks.values() if t.phase is TaskPhase.RUNNING)
+        report = measure_node(hostname, workers, appliance=self._appliance,
+                              staged_bundles=staged_hashes(self._cache_dir))
+        try:
+            driver.sendFrameworkMessage(dataclasses.replace(report, resubscribed=True).encode())
+        except MesosError as exc:
+            logger.debug("cannot send the node report: %s", exc)
 
     def _report_node(self, driver: Any, hostname: str) -> None:
         """Tell the scheduler about this node now and then, until shutdown."""

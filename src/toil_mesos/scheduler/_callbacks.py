@@ -118,7 +118,8 @@ class DriverCallbacks(Scheduler):
             self._reconcile_timer.cancel()
             self._reconcile_timer = None
 
-    def _reconcile_launched(self, driver: Any) -> None:
+    def _reconcile_launched(self, driver: Any, agent_id: str | None = None) -> None:
+        """Explicit RECONCILE of the launched tasks (those of *agent_id* only, if given)."""
         state = getattr(driver, "subscription_state", SubscriptionState.SUBSCRIBED)
         if state is not SubscriptionState.SUBSCRIBED:
             logger.debug("no reconciliation: not subscribed (%s)", state.value)
@@ -128,10 +129,12 @@ class DriverCallbacks(Scheduler):
                 {"task_id": {"value": task_id}, "agent_id": {"value": job.agent_id}}
                 for task_id, job_id in self._table.tasks.items()
                 if (job := self._table.jobs.get(job_id)) is not None and job.agent_id
+                and agent_id in (None, job.agent_id)
             ]
         if not tasks:
             return
-        logger.info("reconciling %d launched tasks with the Mesos master", len(tasks))
+        logger.info("reconciling %d launched tasks%s with the Mesos master", len(tasks),
+                    "" if agent_id is None else f" on agent {agent_id}")
         try:
             driver.reconcileTasks(tasks)
         except MesosError as exc:  # the driver has ended meanwhile
@@ -298,6 +301,13 @@ class DriverCallbacks(Scheduler):
         with self._table.lock:
             self._table.node_reports[agent_id] = report
             self._table.hostnames.setdefault(agent_id, report.hostname)
+        if getattr(report, "resubscribed", False):  # read with getattr, like staged_bundles
+            # An executor re-subscribed with its restarted agent, which has registered with
+            # the master again (the agent forwards messages only then): what the agent
+            # recovered is known, and tasks it did not are reported, so ask about its tasks.
+            logger.info("agent %s (%s) recovered after a restart; reconciling its tasks",
+                        report.hostname, agent_id)
+            self._reconcile_launched(driver, agent_id)
 
     def executorLost(self, driver: Any, executorId: Any, agentId: Any,
                      status: int | None) -> None:

@@ -131,6 +131,8 @@ class MesosBatchSystem(BatchSystemCleanupSupport, AbstractScalableBatchSystem):
             "user": self._options.user,
             "name": self._options.name,
             "failover_timeout": 300.0,
+            # Agents keep this workflow's executors across their restarts (agent-recovery.md).
+            "checkpoint": self._options.checkpoint,
             # RESERVATION_REFINEMENT: offers may then hold refined reservations too, in the
             # ``reservations`` format; tasks repeat the offer's fields, so either format works.
             # GPU_RESOURCES: a master offers agents with GPUs only to frameworks that say they

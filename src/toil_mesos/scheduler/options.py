@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from argparse import ArgumentParser, _ArgumentGroup
+from argparse import ArgumentParser, BooleanOptionalAction, _ArgumentGroup
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +80,24 @@ _OPTIONS: list[tuple[tuple[str, ...], str, str, dict[str, Any]]] = [
     (("--mesosExecutor",), "mesos_executor", "TOIL_MESOS_EXECUTOR",
      {"default": DEFAULT_EXECUTOR,
       "help": "the command agents run to start the toil-mesos executor"}),
+    (("--mesosCheckpoint",), "mesos_checkpoint", "TOIL_MESOS_CHECKPOINT",
+     {"action": BooleanOptionalAction, "default": True,
+      "help": "register with FrameworkInfo.checkpoint, so that agents checkpoint this "
+              "workflow's executors and tasks: jobs keep running while an agent restarts "
+              "(an upgrade) and finish once, instead of being lost and run again. "
+              "--no-mesosCheckpoint turns it off (the variable takes 1/0, true/false)"}),
 ]
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _env_flag(env_var: str, raw: str) -> bool:
+    """A boolean option's environment variable, refused (naming it) unless clearly one."""
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise MesosError(f"{env_var}={raw!r}: expected 1 or 0 (true or false)")
 
 
 def add_options(parser: ArgumentParser | _ArgumentGroup) -> None:
@@ -88,7 +105,9 @@ def add_options(parser: ArgumentParser | _ArgumentGroup) -> None:
     for flags, dest, env_var, kwargs in _OPTIONS:
         options = dict(kwargs)
         raw = os.environ.get(env_var)
-        if raw is not None:
+        if raw is not None and options.get("action") is BooleanOptionalAction:
+            options["default"] = _env_flag(env_var, raw)
+        elif raw is not None:
             options["default"] = raw.split(":") if options.get("action") == "append" else (
                 options.get("type", str)(raw)
             )
@@ -119,6 +138,8 @@ class MesosOptions:
     executor: str
     deploy: DeployOptions
     masters: MasterSpec
+    #: FrameworkInfo.checkpoint: agents recover this workflow's executors after a restart.
+    checkpoint: bool = True
     credentials: Credentials | None = field(default=None, repr=False)
     ca_cert: str | None = None
 
@@ -150,6 +171,7 @@ class MesosOptions:
             user=str(get("mesos_user") or getpass.getuser()),
             bundle_address=get("mesos_bundle_address"),
             executor=str(get("mesos_executor", DEFAULT_EXECUTOR)),
+            checkpoint=bool(get("mesos_checkpoint", True)),
             deploy=DeployOptions(
                 excludes=tuple(get("mesos_bundle_excludes", ())),
                 max_bytes=int(get("mesos_bundle_max_bytes", DEFAULT_MAX_BYTES)),

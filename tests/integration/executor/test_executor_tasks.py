@@ -366,3 +366,33 @@ def test_without_named_devices_the_agents_setting_stands(bundle, tmp_path):
     executor.launchTask(driver, task("g2", gpu_probe(out), sha256))
     driver.wait_for("g2", "TASK_FINISHED")
     assert json.loads(out.read_text()) == ["2", None]
+
+
+def test_workers_keep_running_while_the_agent_is_away_and_the_return_is_reported(bundle,
+                                                                                tmp_path):
+    from toil_mesos.node_report import NodeReport
+
+    class Driver(RecordingDriver):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def sendFrameworkMessage(self, data: str) -> None:
+            self.messages.append(data)
+
+    sha256, sandbox = bundle
+    driver = Driver()
+    executor = make_executor(sandbox, tmp_path)
+    marker = tmp_path / "released"
+    executor.launchTask(driver, task("r1", f"while [ ! -e {marker} ]; do sleep 0.05; done",
+                                     sha256))
+    driver.wait_for("r1", "TASK_RUNNING")
+    executor.disconnected(driver)  # the agent went away (a restart, with checkpointing)
+    marker.touch()
+    driver.wait_for("r1", "TASK_FINISHED")  # the worker was not stopped: it ended on its own
+    executor.reregistered(driver, {"hostname": "agent-host"})
+    [message] = driver.messages
+    report = NodeReport.decode(message)
+    assert report is not None and report.resubscribed and report.hostname == "agent-host"
+    executor.shutdown(driver)
+    assert driver.states("r1") == ["TASK_RUNNING", "TASK_FINISHED"]

@@ -1014,7 +1014,7 @@ class TestAgents:
     @pytest.mark.parametrize(("pa", "state"), [(False, "TASK_LOST"), (True, "TASK_UNREACHABLE")])
     def test_agent_lost_after_the_timeout(self, master: Master, pa: bool, state: str) -> None:
         agent_stream = master.register()
-        stream = master.subscribe(partition_aware=pa)
+        stream = master.subscribe(partition_aware=pa, checkpoint=True)
         master.launch(stream, master.offer(stream), task("T1"))
         master.tick(2)
         pending = master.take(stream, "OFFERS")
@@ -1066,7 +1066,7 @@ class TestAgents:
 
     def test_reregistration_within_the_timeout_keeps_everything(self, master: Master) -> None:
         agent_stream = master.register()
-        stream = master.subscribe()
+        stream = master.subscribe(checkpoint=True)
         master.launch(stream, master.offer(stream), task("T1"))
         master.state.agent_stream_closed(agent_stream, now=master.now)
         master.tick(5)
@@ -1077,6 +1077,41 @@ class TestAgents:
         assert event["registered"]["agent_id"] == {"value": AGENT}
         assert master.state.state_json()["frameworks"][0]["tasks"][0]["id"] == "T1"
 
+    @pytest.mark.parametrize("pa", [False, True])
+    def test_a_framework_that_does_not_checkpoint_loses_its_tasks_at_once(
+        self, master: Master, pa: bool
+    ) -> None:
+        # Mesos' Master::disconnect: such executors cannot outlive their agent's restart.
+        agent_stream = master.register()
+        stream = master.subscribe(partition_aware=pa)
+        master.launch(stream, master.offer(stream), task("T1"))
+        master.take(stream)
+        master.outputs += master.state.agent_stream_closed(agent_stream, now=master.now)
+        (status,) = statuses(master.take(stream))
+        assert without(status, "timestamp") == {
+            "task_id": {"value": "T1"},
+            "state": "TASK_LOST",
+            "message": "Agent localhost disconnected",
+            "source": "SOURCE_MASTER",
+            "reason": "REASON_AGENT_DISCONNECTED",
+            "agent_id": {"value": AGENT},
+            "executor_id": {"value": "E1"},
+        }
+        assert master.state.state_json()["frameworks"][0]["tasks"] == []
+        master.tick(11)  # and it is not reported again when the agent is marked unreachable
+        assert statuses(master.take(stream)) == []
+
+    def test_a_checkpointing_framework_keeps_its_tasks_while_the_agent_is_away(
+        self, master: Master
+    ) -> None:
+        agent_stream = master.register()
+        stream = master.subscribe(checkpoint=True)
+        master.launch(stream, master.offer(stream), task("T1"))
+        master.take(stream)
+        master.outputs += master.state.agent_stream_closed(agent_stream, now=master.now)
+        assert statuses(master.take(stream)) == []
+        assert master.state.state_json()["frameworks"][0]["tasks"][0]["id"] == "T1"
+
     def test_reregistration_on_a_live_stream_closes_the_old_one(self, master: Master) -> None:
         old = master.register()
         master.register(agent_id=AGENT)
@@ -1085,7 +1120,7 @@ class TestAgents:
 
     def test_unreachable_agent_coming_back(self, master: Master) -> None:
         agent_stream = master.register()
-        stream = master.subscribe()
+        stream = master.subscribe(checkpoint=True)
         master.launch(stream, master.offer(stream), task("T1"))
         master.state.agent_stream_closed(agent_stream, now=master.now)
         master.tick(11)

@@ -8,6 +8,7 @@ reporting, agent loss, jobs that can never fit, a fetch failure that stops the w
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 from typing import Any, ClassVar
@@ -427,3 +428,73 @@ def test_without_the_role_reserved_offers_are_declined_and_nothing_launches(syst
     # The job waits (it is not failed as "never fits": the agent never offered it anything).
     assert system.getIssuedBatchJobIDs() == [job_id]
     assert system.getUpdatedBatchJob(0) is None
+
+
+def test_the_framework_checkpoints_unless_told_not_to(monkeypatch):
+    from argparse import ArgumentParser
+
+    from toil_mesos.errors import MesosError
+    from toil_mesos.scheduler.options import MesosOptions, add_options
+
+    def parsed(*argv: str) -> Any:
+        parser = ArgumentParser()
+        add_options(parser)
+        return parser.parse_args(list(argv))
+
+    assert parsed().mesos_checkpoint is True
+    assert parsed("--no-mesosCheckpoint").mesos_checkpoint is False
+    monkeypatch.setenv("TOIL_MESOS_CHECKPOINT", "0")
+    assert parsed().mesos_checkpoint is False
+    assert parsed("--mesosCheckpoint").mesos_checkpoint is True
+    monkeypatch.setenv("TOIL_MESOS_CHECKPOINT", "sometimes")
+    with pytest.raises(MesosError, match="TOIL_MESOS_CHECKPOINT='sometimes'"):
+        parsed()
+    monkeypatch.delenv("TOIL_MESOS_CHECKPOINT")
+
+    cfg = config()
+    assert MesosOptions.from_config(cfg).checkpoint is True
+    cfg.mesos_checkpoint = False
+    assert MesosOptions.from_config(cfg).checkpoint is False
+    batch = MesosBatchSystem(cfg, maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=RecordingDriver)
+    try:
+        assert driver_of(batch).framework["checkpoint"] is False
+    finally:
+        batch.shutdown()
+
+
+def test_checkpointing_is_on_by_default(system):
+    assert driver_of(system).framework["checkpoint"] is True
+
+
+class ReconcilingDriver(RecordingDriver):
+    def reconcileTasks(self, tasks: Any) -> None:
+        self.calls.append(("reconcile", tasks))
+
+
+def test_an_agent_recovered_after_a_restart_has_its_tasks_reconciled():
+    from toil_mesos.node_report import NodeReport
+
+    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
+                             driver_factory=ReconcilingDriver)
+    try:
+        driver = driver_of(batch)
+        for _ in range(2):
+            batch.issueBatchJob("sleep 100", job(cores=1, memory=GIB))
+        driver.scheduler.resourceOffers(driver, [offer("a1", cpus=1, offer_id="o1"),
+                                                 offer("a2", cpus=1, offer_id="o2")])
+        on_a1 = [t["task_id"]["value"] for t in driver.launched()
+                 if t["agent_id"]["value"] == "a1"]
+        report = NodeReport(hostname="host-a1", cores=2, memory=GIB, load=0.0, workers=1)
+        driver.scheduler.frameworkMessage(driver, {"value": "e"}, {"value": "a1"},
+                                          report.encode())
+        assert "reconcile" not in driver.names()  # an ordinary report
+        recovered = NodeReport.decode(dataclasses.replace(report, resubscribed=True).encode())
+        assert recovered is not None and recovered.resubscribed
+        driver.scheduler.frameworkMessage(driver, {"value": "e"}, {"value": "a1"},
+                                          recovered.encode())
+        [asked] = [tasks for name, tasks in driver.calls if name == "reconcile"]
+        assert asked == [{"task_id": {"value": t}, "agent_id": {"value": "a1"}} for t in on_a1]
+        assert len(on_a1) == 1 and len(driver.launched()) == 2
+    finally:
+        batch.shutdown()
