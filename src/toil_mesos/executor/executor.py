@@ -10,6 +10,10 @@ report a task twice.
 
 Staging and waiting happen on one thread per task, never on the driver's thread, so a slow
 download or a long job holds back no other event.
+
+An executor the scheduler made for one task (a GPU task: :mod:`toil_mesos.executor._lifetime`)
+exits by itself once that task's terminal update is acknowledged; the others run until the
+agent shuts them down.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
 from toil_mesos.deploy.stage import StagedBundle, default_cache_dir, stage, staged_hashes
 from toil_mesos.errors import BundleError, MesosError
+from toil_mesos.executor._lifetime import SingleTaskLifetime, single_task
 from toil_mesos.executor._supervisor import (
     WorkerExit,
     WorkerProcess,
@@ -148,6 +153,8 @@ class ToilExecutor(Executor):
         self._cleanup: tuple[Mapping[str, str | None], dict[str, str]] | None = None
         #: One staged bundle per hash, kept (with its cache lease) until the executor exits.
         self._staged: dict[str, StagedBundle] = {}
+        #: Set when this executor runs one task and exits after it.
+        self._lifetime = SingleTaskLifetime() if single_task(self._env) else None
 
     # ---- callbacks (the driver's thread) -----------------------------------------------------
 
@@ -202,6 +209,8 @@ class ToilExecutor(Executor):
                 logger.error("task %s launched twice; ignoring the second launch", task_id)
                 return
             self._tasks[task_id] = record
+        if self._lifetime is not None:
+            self._lifetime.launched(task_id)
         record.thread = threading.Thread(
             target=self._run, args=(driver, record, task), name=f"task-{task_id}", daemon=True
         )
@@ -215,6 +224,26 @@ class ToilExecutor(Executor):
             logger.warning("asked to kill unknown task %s", task_id)
             return
         self._request_kill(record)
+
+    def acknowledged(self, driver: Any, taskId: Any, uuid: str) -> None:
+        task_id = str(taskId["value"] if isinstance(taskId, Mapping) else taskId)
+        if self._lifetime is not None and self._lifetime.acknowledged(task_id, uuid):
+            self._exit_soon(driver)
+
+    def _exit_soon(self, driver: Any) -> None:
+        """A single-task executor's task is over and the agent has its end: clean up, stop.
+
+        Off the driver's thread: Toil's cleanup runs a process, and ``stop`` waits for the
+        driver, which must keep serving the agent meanwhile.
+        """
+        logger.info("this executor's task has ended and the agent has its end: exiting")
+        threading.Thread(target=self._exit_after_task, args=(driver,), name="exit",
+                         daemon=True).start()
+
+    def _exit_after_task(self, driver: Any) -> None:
+        self._stopping.set()
+        self._end_of_node_cleanup()
+        driver.stop()
 
     def shutdown(self, driver: Any) -> None:
         """Kill every task and wait (bounded) until each has reported its end."""
@@ -433,7 +462,11 @@ class ToilExecutor(Executor):
         status = self._status(record, phase.value)
         status["message"] = message
         status["data"] = status_data(exit_status=exit_status, failure=failure)
-        driver.sendStatusUpdate(status)
+        sent = driver.sendStatusUpdate(status)
+        uuid = sent.get("uuid") if isinstance(sent, Mapping) else None
+        if self._lifetime is not None and uuid is not None \
+                and self._lifetime.terminal_sent(record.task_id, str(uuid)):
+            self._exit_soon(driver)  # the agent's ACKNOWLEDGED overtook this record
 
     @staticmethod
     def _move(record: _Task, phase: TaskPhase) -> None:

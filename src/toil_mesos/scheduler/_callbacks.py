@@ -35,7 +35,7 @@ from toil_mesos.scheduler._job_table import Job, JobTable
 from toil_mesos.scheduler._matching import Capacity, JobRequest, offer_capacity
 from toil_mesos.scheduler._placement import warm_first
 from toil_mesos.scheduler._task_end import EXECUTOR_ENDED, exit_of, explain_end
-from toil_mesos.scheduler._tasks import TaskBuilder
+from toil_mesos.scheduler._tasks import TaskBuilder, is_single_task_executor
 
 __all__ = ["DriverCallbacks"]
 
@@ -311,6 +311,15 @@ class DriverCallbacks(Scheduler):
 
     def executorLost(self, driver: Any, executorId: Any, agentId: Any,
                      status: int | None) -> None:
+        executor_id = str(executorId["value"]) if isinstance(executorId, dict) else None
+        if agentId is not None and executor_id and is_single_task_executor(executor_id):
+            # A GPU task's own executor: the agent's shared executor lives on, and exiting
+            # (status 0) once its task is over is how this one ends, not a failure.
+            if status == 0:
+                logger.debug("executor %s ended after its task", executor_id)
+            else:
+                self._diagnostics.exited(str(agentId["value"]), status)
+            return
         if agentId is not None:
             agent_id = str(agentId["value"])
             with self._table.lock:
@@ -347,7 +356,8 @@ class DriverCallbacks(Scheduler):
         executor = status.get("executor_id")
         deployment = self._deployer.deployment or NOTHING_SHIPS
         executor_id = (str(executor["value"]) if isinstance(executor, dict) and "value" in executor
-                       else self._tasks.executor_id(deployment.sha256))
+                       else self._tasks.executor_id(
+                           deployment.sha256, job.task_id if job.request.gpus else None))
         outcome = health.start_failed(agent_id)
         if outcome in (StartFailure.COUNTED, StartFailure.SET_ASIDE):  # not a crash: explain it
             self._diagnostics.request(FailedExecutor(

@@ -5,6 +5,13 @@ refuses a task whose ExecutorInfo differs from the running one with the same id)
 executor runs many tasks and fetches the bundle once. The executor id includes the bundle's
 hash: a restarted workflow with changed code gets new executors, never a stale one.
 
+A task that asks for GPUs is the exception: it gets an executor of its own (the shared id, a
+dot, its task id), since Mesos' GPU isolator gives the devices to the executor's container and
+tasks sharing a container would share its GPUs. Same command and bundle URI (the agent's
+fetcher cache and the staged bundle make its start cheap), plus :data:`SINGLE_TASK_ENV` in its
+environment, which tells it to exit once its task has ended
+(:mod:`toil_mesos.executor._lifetime`).
+
 The executor asks for no resources of its own, so a 2-core agent runs two 1-core jobs; the
 tasks carry the jobs' resources. Memory and disk are whole MiB rounded up, cores in
 thousandths rounded up, and a job with GPU accelerators also asks for that many ``gpus``. Each
@@ -24,6 +31,7 @@ from importlib import metadata
 from typing import Any
 
 from toil_mesos.deploy.manifest import ARCHIVE_SUFFIX
+from toil_mesos.executor._lifetime import SINGLE_TASK_ENV
 from toil_mesos.scheduler._carving import UNRESERVED, OfferResources, thousandths
 from toil_mesos.scheduler._matching import JobRequest, mib, millicores
 from toil_mesos.task_spec import TaskSpec
@@ -33,6 +41,9 @@ __all__ = [
     "executor_id_for",
     "executor_info",
     "installed_toil",
+    "is_single_task_executor",
+    "single_task_executor",
+    "single_task_executor_id",
     "task_amounts",
     "task_info",
 ]
@@ -45,6 +56,41 @@ def executor_id_for(workflow_id: str, bundle_sha256: str | None) -> str:
     'toil-wf1-abababababab'
     """
     return f"toil-{workflow_id}-{(bundle_sha256 or 'nobundle')[:12]}"
+
+
+def single_task_executor_id(shared_id: str, task_id: str) -> str:
+    """The id of the executor made for one task (a GPU task), from the shared one.
+
+    >>> single_task_executor_id("toil-wf1-abababababab", "toil-wf1-7")
+    'toil-wf1-abababababab.toil-wf1-7'
+    """
+    return f"{shared_id}.{task_id}"
+
+
+def is_single_task_executor(executor_id: str) -> bool:
+    """Whether *executor_id* names an executor made for one task (shared ids have no dot).
+
+    >>> is_single_task_executor("toil-wf1-abababababab.toil-wf1-7")
+    True
+    >>> is_single_task_executor("toil-wf1-abababababab")
+    False
+    """
+    return "." in executor_id
+
+
+def single_task_executor(shared: Mapping[str, Any], task_id: str) -> dict[str, Any]:
+    """The ExecutorInfo of *task_id*'s own executor: *shared*'s, with its own id and
+    :data:`SINGLE_TASK_ENV` set, so it exits after the task."""
+    command = dict(shared["command"])
+    variables = [v for v in command.get("environment", {}).get("variables", ())
+                 if v.get("name") != SINGLE_TASK_ENV]
+    variables.append({"name": SINGLE_TASK_ENV, "value": "1"})
+    command["environment"] = {"variables": sorted(variables, key=lambda v: str(v["name"]))}
+    info = dict(shared)
+    info["executor_id"] = {
+        "value": single_task_executor_id(str(shared["executor_id"]["value"]), task_id)}
+    info["command"] = command
+    return info
 
 
 def executor_info(
@@ -151,8 +197,10 @@ class TaskBuilder:
         """The task id of a job's *attempt* (how often it went back to the queue before)."""
         return f"toil-{self._run_id}-{job_id}" + (f"-{attempt}" if attempt else "")
 
-    def executor_id(self, bundle_sha256: str | None) -> str:
-        return executor_id_for(self._run_id, bundle_sha256)
+    def executor_id(self, bundle_sha256: str | None, task_id: str | None = None) -> str:
+        """The shared executor's id, or with *task_id* the id of that task's own executor."""
+        shared = executor_id_for(self._run_id, bundle_sha256)
+        return shared if task_id is None else single_task_executor_id(shared, task_id)
 
     def executor(self, *, framework_id: str | None, bundle_url: str | None,
                  bundle_sha256: str | None) -> dict[str, Any]:
@@ -196,13 +244,14 @@ class TaskBuilder:
             data = b'%s"job_id":%d,"command":%s,"environment":%s,%s' % (
                 head, job.job_id, _dumps(command).encode(),
                 self._environment_json(environment), tail)
+            task_id = self.task_id_of(job.job_id, attempt_of(job.job_id) if attempt_of else 0)
             built.append({
                 "name": name,
-                "task_id": {"value": self.task_id_of(
-                    job.job_id, attempt_of(job.job_id) if attempt_of else 0)},
+                "task_id": {"value": task_id},
                 "agent_id": agent_id,
                 "resources": shared,
-                "executor": executor,
+                # GPUs go to the executor's container: a GPU task's container is its own.
+                "executor": single_task_executor(executor, task_id) if job.gpus else executor,
                 "data": base64.b64encode(data).decode("ascii"),
             })
         return built
