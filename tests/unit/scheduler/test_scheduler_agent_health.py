@@ -1,7 +1,7 @@
 """Agents set aside after failed executor starts, and tried again when they come back.
 
 First the bookkeeping on its own (a fake clock, no threads), then the batch system's use of it
-against the recording driver of ``test_scheduler_batch_system``: a job whose executor never
+against the recording driver of ``scheduler_fakes``: a job whose executor never
 started goes back to the queue instead of reaching Toil, an agent on probation gets one task at
 a time, a set-aside agent's offers are declined, and when every agent is set aside the workflow
 stops with each agent's reason.
@@ -10,13 +10,12 @@ stops with each agent's reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 import pytest
+from scheduler_fakes import RecordingDriver, driver_of, job, offer, running, status
 from toil.batchSystems.abstractBatchSystem import BatchJobExitReason
-from toil.common import Config
-from toil.job import JobDescription
 
 from toil_mesos.errors import MesosError
 from toil_mesos.scheduler._agent_diagnosis import classify
@@ -30,8 +29,6 @@ from toil_mesos.scheduler._agent_health import (
     offer_address,
 )
 from toil_mesos.scheduler.batch_system import MesosBatchSystem
-
-GIB = 1024**3
 
 
 class Clock:
@@ -141,74 +138,6 @@ def test_the_agents_address_comes_from_the_offers_url():
 
 # ---- in the batch system ---------------------------------------------------------------------
 
-class RecordingDriver:
-    """Records what the batch system asks of Mesos (as in test_scheduler_batch_system)."""
-
-    def __init__(self, scheduler: Any, framework: dict[str, Any], master: str) -> None:
-        self.scheduler = scheduler
-        self.calls: list[tuple[str, Any]] = []
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, failover: bool = False) -> None:
-        pass
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-    def launchTasks(self, offer_ids: Any, tasks: Any) -> None:
-        self.calls.append(("launch", tasks))
-
-    def declineOffer(self, offer_ids: Any, filters: Any = None) -> None:
-        self.calls.append(("decline", filters))
-
-    def reviveOffers(self) -> None:
-        self.calls.append(("revive", None))
-
-    def suppressOffers(self) -> None:
-        self.calls.append(("suppress", None))
-
-    def killTask(self, task_id: Any, agent_id: Any = None) -> None:
-        self.calls.append(("kill", task_id["value"]))
-
-    def launched(self) -> list[dict[str, Any]]:
-        return [task for name, tasks in self.calls if name == "launch" for task in tasks]
-
-
-def config() -> Config:
-    cfg = Config()
-    cfg.workflowID = str(uuid4())
-    cfg.cleanWorkDir = "always"
-    cfg.disableAutoDeployment = True
-    cfg.mesos_endpoint = "127.0.0.1:5050"
-    return cfg
-
-
-def job(name: str = "j") -> JobDescription:
-    return JobDescription(jobName=name, unitName=None, requirements={
-        "cores": 1, "memory": GIB, "disk": GIB, "accelerators": [], "preemptible": False})
-
-
-def offer(agent: str, offer_id: str = "o1") -> dict[str, Any]:
-    return {
-        "id": {"value": offer_id},
-        "agent_id": {"value": agent},
-        "hostname": f"host-{agent}",
-        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v},
-                       "allocation_info": {"role": "*"}}
-                      for n, v in (("cpus", 2), ("mem", 4096), ("disk", 8192))],
-    }
-
-
-def status(task: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
-    return {"task_id": task["task_id"], "state": state, **extra}
-
-
-def driver_of(system: MesosBatchSystem) -> RecordingDriver:
-    return system._driver  # type: ignore[no-any-return]
-
-
 def executor_failed(task: dict[str, Any]) -> dict[str, Any]:
     """The update an agent sends for a task whose executor ended (as recorded)."""
     return status(task, "TASK_FAILED", reason="REASON_EXECUTOR_TERMINATED",
@@ -217,11 +146,9 @@ def executor_failed(task: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def system():  # type: ignore[no-untyped-def]
-    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=RecordingDriver)
-    yield batch
-    batch.shutdown()
+def system() -> Iterator[MesosBatchSystem]:
+    with running() as batch:
+        yield batch
 
 
 def offer_again(system: MesosBatchSystem, driver: RecordingDriver, agent: str, n: int) -> None:

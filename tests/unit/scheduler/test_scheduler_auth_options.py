@@ -87,16 +87,9 @@ def test_launched_tasks_are_reconciled_after_a_resubscription(monkeypatch):  # t
     """After re-registering with a (new) master, the batch system asks about every task it
     launched, once the agents had time to re-register; a second re-registration meanwhile
     postpones the question instead of asking twice."""
-    from tests.unit.scheduler.test_scheduler_batch_system import (
-        GIB,
-        RecordingDriver,
-        config,
-        job,
-        offer,
-    )
+    from scheduler_fakes import RecordingDriver, job, offer, running
 
     from toil_mesos.scheduler import _callbacks
-    from toil_mesos.scheduler.batch_system import MesosBatchSystem
 
     class ReconcilingDriver(RecordingDriver):
         def __init__(self, *args: Any) -> None:
@@ -104,13 +97,11 @@ def test_launched_tasks_are_reconciled_after_a_resubscription(monkeypatch):  # t
             self.reconciled = threading.Event()
 
         def reconcileTasks(self, tasks: Any) -> None:
-            self.calls.append(("reconcile", tasks))
+            super().reconcileTasks(tasks)
             self.reconciled.set()
 
     monkeypatch.setattr(_callbacks, "RECONCILE_AFTER_RESUBSCRIBE", 0.2)
-    system = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                              driver_factory=ReconcilingDriver)
-    try:
+    with running(driver=ReconcilingDriver) as system:
         driver = system._driver
         system.issueBatchJob("echo a", job("a", cores=0.5))
         system.issueBatchJob("echo b", job("b", cores=0.5))
@@ -122,11 +113,9 @@ def test_launched_tasks_are_reconciled_after_a_resubscription(monkeypatch):  # t
         assert not driver.reconciled.is_set()  # not at once: agents are still re-registering
         assert driver.reconciled.wait(5)
         time.sleep(0.4)
-        reconciles = [tasks for name, tasks in driver.calls if name == "reconcile"]
+        reconciles = driver.reconciles()
         assert len(reconciles) == 1
         assert sorted(t["task_id"]["value"] for t in reconciles[0]) == sorted(
             t["task_id"]["value"] for t in launched
         )
         assert all(t["agent_id"] == {"value": "a7"} for t in reconciles[0])
-    finally:
-        system.shutdown()

@@ -11,91 +11,26 @@ import base64
 import dataclasses
 import json
 import threading
+from collections.abc import Iterator
 from typing import Any, ClassVar
-from uuid import uuid4
 
 import pytest
+from scheduler_fakes import (
+    GIB,
+    RecordingDriver,
+    batch_system,
+    config,
+    driver_of,
+    job,
+    offer,
+    running,
+    status,
+)
 from toil.batchSystems.abstractBatchSystem import BatchJobExitReason
-from toil.common import Config
-from toil.job import JobDescription
 
 from toil_mesos.errors import BundleError
 from toil_mesos.scheduler.batch_system import MesosBatchSystem, exit_of
 from toil_mesos.task_spec import TaskSpec
-
-GIB = 1024**3
-
-
-class RecordingDriver:
-    def __init__(self, scheduler: Any, framework: dict[str, Any], master: str) -> None:
-        self.scheduler = scheduler
-        self.framework = framework
-        self.master = master
-        self.calls: list[tuple[str, Any]] = []
-        self.killed = threading.Event()
-
-    def start(self) -> None:
-        self.calls.append(("start", None))
-
-    def stop(self, failover: bool = False) -> None:
-        self.calls.append(("stop", failover))
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-    def launchTasks(self, offer_ids: Any, tasks: Any) -> None:
-        self.calls.append(("launch", tasks))
-
-    def declineOffer(self, offer_ids: Any, filters: Any = None) -> None:
-        self.calls.append(("decline", filters))
-
-    def reviveOffers(self) -> None:
-        self.calls.append(("revive", None))
-
-    def suppressOffers(self) -> None:
-        self.calls.append(("suppress", None))
-
-    def killTask(self, task_id: Any, agent_id: Any = None) -> None:
-        self.calls.append(("kill", task_id["value"]))
-        self.killed.set()
-
-    def launched(self) -> list[dict[str, Any]]:
-        return [task for name, tasks in self.calls if name == "launch" for task in tasks]
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
-
-
-def config() -> Config:
-    cfg = Config()
-    cfg.workflowID = str(uuid4())
-    cfg.cleanWorkDir = "always"
-    cfg.disableAutoDeployment = True
-    cfg.mesos_endpoint = "127.0.0.1:5050"
-    return cfg
-
-
-def job(name: str = "j", cores: float = 1, memory: int = GIB, disk: int = GIB,
-        preemptible: bool = False) -> JobDescription:
-    return JobDescription(jobName=name, unitName=None, requirements={
-        "cores": cores, "memory": memory, "disk": disk, "accelerators": [],
-        "preemptible": preemptible})
-
-
-def offer(agent: str = "a1", cpus: float = 2, mem: float = 4096, disk: float = 8192,
-          offer_id: str = "o1") -> dict[str, Any]:
-    return {
-        "id": {"value": offer_id},
-        "agent_id": {"value": agent},
-        "hostname": f"host-{agent}",
-        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v},
-                       "allocation_info": {"role": "*"}}
-                      for n, v in (("cpus", cpus), ("mem", mem), ("disk", disk))],
-    }
-
-
-def status(task: dict[str, Any], state: str, **extra: Any) -> dict[str, Any]:
-    return {"task_id": task["task_id"], "state": state, **extra}
 
 
 def exit_data(exit_status: int | None) -> str:
@@ -104,15 +39,9 @@ def exit_data(exit_status: int | None) -> str:
 
 
 @pytest.fixture
-def system():  # type: ignore[no-untyped-def]
-    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=RecordingDriver)
-    yield batch
-    batch.shutdown()
-
-
-def driver_of(system: MesosBatchSystem) -> RecordingDriver:
-    return system._driver  # type: ignore[no-any-return]
+def system() -> Iterator[MesosBatchSystem]:
+    with running() as batch:
+        yield batch
 
 
 def test_framework_keeps_toils_names_and_subscribes_at_once(system):
@@ -150,9 +79,7 @@ def test_every_task_names_the_appliance_the_leader_expects(monkeypatch, value, e
         monkeypatch.delenv("TOIL_MESOS_APPLIANCE", raising=False)
     else:
         monkeypatch.setenv("TOIL_MESOS_APPLIANCE", value)
-    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=RecordingDriver)
-    try:
+    with running() as batch:
         # Read once, when the batch system starts.
         monkeypatch.setenv("TOIL_MESOS_APPLIANCE", "changed-later:1")
         driver = driver_of(batch)
@@ -161,8 +88,6 @@ def test_every_task_names_the_appliance_the_leader_expects(monkeypatch, value, e
         driver.scheduler.resourceOffers(driver, [offer()])
         specs = [TaskSpec.from_json(base64.b64decode(t["data"])) for t in driver.launched()]
         assert [s.appliance for s in specs] == [expected, expected]
-    finally:
-        batch.shutdown()
 
 
 def test_the_workers_exact_exit_status_is_reported(system):
@@ -331,15 +256,11 @@ def test_restart_ends_the_previous_frameworks_tasks_before_anything_else(monkeyp
     PreviousFrameworkDriver.log = []
     cfg = config()
     cfg.restart = True
-    batch = MesosBatchSystem(cfg, maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=PreviousFrameworkDriver)
-    try:
+    with running(cfg, driver=PreviousFrameworkDriver) as batch:
         assert PreviousFrameworkDriver.log == [
             "failover fw-old", "kill t-old", "stop failover=False", "new framework"]
         batch._driver.scheduler.registered(batch._driver, {"value": "fw-new"}, {})
         assert written == ["fw-new"]
-    finally:
-        batch.shutdown()
 
 
 def test_a_fresh_start_does_not_touch_a_previous_framework(monkeypatch):
@@ -347,8 +268,7 @@ def test_a_fresh_start_does_not_touch_a_previous_framework(monkeypatch):
 
     monkeypatch.setattr(module.FrameworkRecord, "read", lambda self: "fw-old")
     PreviousFrameworkDriver.log = []
-    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=PreviousFrameworkDriver)
+    batch = batch_system(driver=PreviousFrameworkDriver)
     batch.shutdown()
     assert PreviousFrameworkDriver.log[0] == "new framework"
 
@@ -372,8 +292,7 @@ def test_get_nodes_uses_what_executors_report(system):
 
 
 def test_issue_to_running_latency_is_summarised_at_shutdown(caplog):
-    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=RecordingDriver)
+    batch = batch_system()
     driver = driver_of(batch)
     batch.issueBatchJob("true", job())
     driver.scheduler.resourceOffers(driver, [offer()])
@@ -389,24 +308,18 @@ def test_issue_to_running_latency_is_summarised_at_shutdown(caplog):
 
 def reserved_offer(role: str, allocation_role: str, cpus: float = 2) -> dict[str, Any]:
     """An agent whose cpus, mem and disk are all statically reserved for *role*."""
-    return {
-        "id": {"value": "o-reserved"},
-        "agent_id": {"value": "a9"},
-        "hostname": "host-a9",
-        "allocation_info": {"role": allocation_role},
-        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v},
-                       "reservations": [{"type": "STATIC", "role": role}],
-                       "allocation_info": {"role": allocation_role}}
-                      for n, v in (("cpus", cpus), ("mem", 4096), ("disk", 8192))],
-    }
+    reserved = offer("a9", cpus=cpus, offer_id="o-reserved")
+    reserved["allocation_info"] = {"role": allocation_role}
+    for resource in reserved["resources"]:
+        resource["reservations"] = [{"type": "STATIC", "role": role}]
+        resource["allocation_info"] = {"role": allocation_role}
+    return reserved
 
 
 def test_with_a_role_jobs_run_on_resources_reserved_for_it(monkeypatch):
     cfg = config()
     cfg.mesos_role = "toil"
-    batch = MesosBatchSystem(cfg, maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=RecordingDriver)
-    try:
+    with running(cfg) as batch:
         driver = driver_of(batch)
         assert driver.framework["roles"] == ["toil"]
         assert {"type": "RESERVATION_REFINEMENT"} in driver.framework["capabilities"]
@@ -416,8 +329,6 @@ def test_with_a_role_jobs_run_on_resources_reserved_for_it(monkeypatch):
         assert {r["name"]: r["reservations"] for r in task["resources"]} == {
             n: [{"type": "STATIC", "role": "toil"}] for n in ("cpus", "mem", "disk")}
         assert all(r["allocation_info"] == {"role": "toil"} for r in task["resources"])
-    finally:
-        batch.shutdown()
 
 
 def test_without_the_role_reserved_offers_are_declined_and_nothing_launches(system):
@@ -455,29 +366,18 @@ def test_the_framework_checkpoints_unless_told_not_to(monkeypatch):
     assert MesosOptions.from_config(cfg).checkpoint is True
     cfg.mesos_checkpoint = False
     assert MesosOptions.from_config(cfg).checkpoint is False
-    batch = MesosBatchSystem(cfg, maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=RecordingDriver)
-    try:
+    with running(cfg) as batch:
         assert driver_of(batch).framework["checkpoint"] is False
-    finally:
-        batch.shutdown()
 
 
 def test_checkpointing_is_on_by_default(system):
     assert driver_of(system).framework["checkpoint"] is True
 
 
-class ReconcilingDriver(RecordingDriver):
-    def reconcileTasks(self, tasks: Any) -> None:
-        self.calls.append(("reconcile", tasks))
-
-
 def test_an_agent_recovered_after_a_restart_has_its_tasks_reconciled():
     from toil_mesos.node_report import NodeReport
 
-    batch = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                             driver_factory=ReconcilingDriver)
-    try:
+    with running() as batch:
         driver = driver_of(batch)
         for _ in range(2):
             batch.issueBatchJob("sleep 100", job(cores=1, memory=GIB))
@@ -493,8 +393,6 @@ def test_an_agent_recovered_after_a_restart_has_its_tasks_reconciled():
         assert recovered is not None and recovered.resubscribed
         driver.scheduler.frameworkMessage(driver, {"value": "e"}, {"value": "a1"},
                                           recovered.encode())
-        [asked] = [tasks for name, tasks in driver.calls if name == "reconcile"]
+        [asked] = driver.reconciles()
         assert asked == [{"task_id": {"value": t}, "agent_id": {"value": "a1"}} for t in on_a1]
         assert len(on_a1) == 1 and len(driver.launched()) == 2
-    finally:
-        batch.shutdown()

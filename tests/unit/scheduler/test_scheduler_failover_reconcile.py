@@ -14,45 +14,28 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.unit.scheduler.test_scheduler_batch_system import (
-    GIB,
-    RecordingDriver,
-    config,
-    job,
-    offer,
-)
+from scheduler_fakes import RecordingDriver, job, offer, running
 
 from toil_mesos.mesos import SubscriptionState
 from toil_mesos.scheduler.batch_system import MesosBatchSystem
 
 
 class _Driver(RecordingDriver):
-    """A driver whose subscription state the test sets, recording RECONCILE calls."""
+    """A recording driver whose subscription state the test sets."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.subscription_state = SubscriptionState.SUBSCRIBED
 
-    def reconcileTasks(self, tasks: Any) -> None:
-        self.calls.append(("reconcile", tasks))
-
 
 @pytest.fixture
 def system() -> Iterator[MesosBatchSystem]:
-    system = MesosBatchSystem(config(), maxCores=2, maxMemory=8 * GIB, maxDisk=64 * GIB,
-                              driver_factory=_Driver)
-    try:
+    with running(driver=_Driver) as system:
         system.issueBatchJob("echo a", job("a", cores=0.5))
         driver = system._driver
         driver.scheduler.resourceOffers(driver, [offer("a7")])
         assert len(driver.launched()) == 1
         yield system
-    finally:
-        system.shutdown()
-
-
-def _reconciles(driver: _Driver) -> list[Any]:
-    return [tasks for name, tasks in driver.calls if name == "reconcile"]
 
 
 def test_losing_the_subscription_cancels_the_timed_reconciliation(
@@ -66,10 +49,10 @@ def test_losing_the_subscription_cancels_the_timed_reconciliation(
     callbacks.disconnected(driver)
     timer.join(5)
     assert timer.finished.is_set() and not timer.is_alive()
-    assert _reconciles(driver) == []
+    assert driver.reconciles() == []
     # The twin: had the timer run, the question would have gone out.
     callbacks._reconcile_launched(driver)
-    assert len(_reconciles(driver)) == 1
+    assert len(driver.reconciles()) == 1
 
 
 @pytest.mark.parametrize("state", [SubscriptionState.DISCONNECTED,
@@ -80,9 +63,9 @@ def test_a_reconciliation_due_while_not_subscribed_is_skipped(
     driver = system._driver
     driver.subscription_state = state
     driver.scheduler._reconcile_launched(driver)
-    assert _reconciles(driver) == []
+    assert driver.reconciles() == []
     driver.subscription_state = SubscriptionState.SUBSCRIBED
     driver.scheduler._reconcile_launched(driver)
-    (tasks,) = _reconciles(driver)
+    (tasks,) = driver.reconciles()
     assert [t["agent_id"] for t in tasks] == [{"value": "a7"}]
 

@@ -9,94 +9,36 @@ GPU task's executor that exits after its task must leave the agent's bookkeeping
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 import pytest
-from toil.common import Config
-from toil.job import JobDescription
+from scheduler_fakes import GIB, RecordingDriver, driver_of, gpu, job, offer, running
 
 from toil_mesos.executor._lifetime import SINGLE_TASK_ENV
 from toil_mesos.scheduler._tasks import is_single_task_executor, single_task_executor
 from toil_mesos.scheduler.batch_system import MesosBatchSystem
 
-GIB = 1024**3
-
-
-class Driver:
-    def __init__(self, scheduler: Any, framework: dict[str, Any], master: str) -> None:
-        self.scheduler = scheduler
-        self.launches: list[dict[str, Any]] = []
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, failover: bool = False) -> None:
-        pass
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-    def reviveOffers(self) -> None:
-        pass
-
-    def suppressOffers(self) -> None:
-        pass
-
-    def launchTasks(self, offer_ids: Any, tasks: Any) -> None:
-        self.launches.extend(tasks)
-
-    def declineOffer(self, offer_ids: Any, filters: Any = None) -> None:
-        pass
-
-
-def config() -> Config:
-    cfg = Config()
-    cfg.workflowID = str(uuid4())
-    cfg.cleanWorkDir = "always"
-    cfg.disableAutoDeployment = True
-    cfg.mesos_endpoint = "127.0.0.1:5050"
-    return cfg
-
-
-def job(gpus: int = 0) -> JobDescription:
-    accelerators = [{"kind": "gpu", "count": gpus}] if gpus else []
-    return JobDescription(jobName="j", unitName=None, requirements={
-        "cores": 1, "memory": GIB, "disk": GIB, "accelerators": accelerators,
-        "preemptible": False})
-
-
-def offer(agent: str, *, cpus: float = 8, gpus: float = 4) -> dict[str, Any]:
-    return {
-        "id": {"value": f"o-{agent}"},
-        "agent_id": {"value": agent},
-        "hostname": f"host-{agent}",
-        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v}}
-                      for n, v in (("cpus", cpus), ("mem", 16384), ("disk", 16384),
-                                   ("gpus", gpus))],
-    }
-
 
 @pytest.fixture
-def system():  # type: ignore[no-untyped-def]
-    batch = MesosBatchSystem(config(), maxCores=16, maxMemory=64 * GIB, maxDisk=64 * GIB,
-                             driver_factory=Driver)
-    yield batch
-    batch.shutdown()
+def system() -> Iterator[MesosBatchSystem]:
+    with running(max_cores=16, max_memory=64 * GIB) as batch:
+        yield batch
 
 
 def environment_of(executor: dict[str, Any]) -> dict[str, str]:
     return {v["name"]: v["value"] for v in executor["command"]["environment"]["variables"]}
 
 
-def launched(system: MesosBatchSystem) -> tuple[Driver, list[dict[str, Any]],
+def launched(system: MesosBatchSystem) -> tuple[RecordingDriver, list[dict[str, Any]],
                                                 list[dict[str, Any]]]:
-    driver: Driver = system._driver  # type: ignore[assignment]
+    driver = driver_of(system)
     for gpus in (1, 2, 0, 0):
-        system.issueBatchJob("true", job(gpus))
-    driver.scheduler.resourceOffers(driver, [offer("a")])
-    on_gpus = [t for t in driver.launches if any(r["name"] == "gpus" for r in t["resources"])]
-    plain = [t for t in driver.launches if t not in on_gpus]
+        system.issueBatchJob("true", job(accelerators=[gpu(gpus)] if gpus else []))
+    driver.scheduler.resourceOffers(driver, [offer("a", cpus=8, mem=16384, disk=16384, gpus=4)])
+    on_gpus = [t for t in driver.launched()
+               if any(r["name"] == "gpus" for r in t["resources"])]
+    plain = [t for t in driver.launched() if t not in on_gpus]
     assert len(on_gpus) == 2 and len(plain) == 2
     return driver, on_gpus, plain
 

@@ -9,92 +9,21 @@ GPUs; other accelerator kinds stop the workflow in ``issueBatchJob`` with Toil's
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 import pytest
+from scheduler_fakes import GIB, driver_of, gpu, job, offer, running
 from toil.batchSystems.abstractBatchSystem import BatchJobExitReason, InsufficientSystemResources
-from toil.common import Config
-from toil.job import JobDescription
 
 from toil_mesos.scheduler._accelerators import gpus_of, refusal, unchecked_models
 from toil_mesos.scheduler.batch_system import MesosBatchSystem
 
-GIB = 1024**3
-
-
-class Driver:
-    def __init__(self, scheduler: Any, framework: dict[str, Any], master: str) -> None:
-        self.scheduler = scheduler
-        self.framework = framework
-        self.launches: list[tuple[str, dict[str, Any]]] = []  # (offer id, task)
-        self.declined: list[str] = []
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, failover: bool = False) -> None:
-        pass
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-    def reviveOffers(self) -> None:
-        pass
-
-    def suppressOffers(self) -> None:
-        pass
-
-    def launchTasks(self, offer_ids: Any, tasks: Any) -> None:
-        for task in tasks:
-            self.launches.append((offer_ids[0]["value"], task))
-
-    def declineOffer(self, offer_ids: Any, filters: Any = None) -> None:
-        self.declined.extend(o["value"] for o in offer_ids)
-
-
-def config() -> Config:
-    cfg = Config()
-    cfg.workflowID = str(uuid4())
-    cfg.cleanWorkDir = "always"
-    cfg.disableAutoDeployment = True
-    cfg.mesos_endpoint = "127.0.0.1:5050"
-    return cfg
-
-
-def job(*accelerators: dict[str, Any], cores: float = 1) -> JobDescription:
-    return JobDescription(jobName="j", unitName=None, requirements={
-        "cores": cores, "memory": GIB, "disk": GIB, "accelerators": list(accelerators),
-        "preemptible": False})
-
-
-def gpu(count: int = 1, **extra: str) -> dict[str, Any]:
-    return {"kind": "gpu", "count": count, **extra}
-
-
-def offer(agent: str, *, cpus: float = 2, gpus: float = 0) -> dict[str, Any]:
-    resources = [("cpus", cpus), ("mem", 4096), ("disk", 8192)]
-    if gpus:
-        resources.append(("gpus", gpus))
-    return {
-        "id": {"value": f"o-{agent}"},
-        "agent_id": {"value": agent},
-        "hostname": f"host-{agent}",
-        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v}}
-                      for n, v in resources],
-    }
-
 
 @pytest.fixture
-def system():  # type: ignore[no-untyped-def]
-    batch = MesosBatchSystem(config(), maxCores=16, maxMemory=64 * GIB, maxDisk=64 * GIB,
-                             driver_factory=Driver)
-    yield batch
-    batch.shutdown()
-
-
-def driver_of(system: MesosBatchSystem) -> Driver:
-    return system._driver  # type: ignore[no-any-return]
+def system() -> Iterator[MesosBatchSystem]:
+    with running(max_cores=16, max_memory=64 * GIB) as batch:
+        yield batch
 
 
 def gpus_in(task: dict[str, Any]) -> list[float]:
@@ -107,13 +36,13 @@ def test_the_framework_declares_gpu_resources(system):
 
 def test_a_gpu_job_asks_for_gpus_and_lands_only_on_the_gpu_agent(system):
     driver = driver_of(system)
-    system.issueBatchJob("true", job(gpu(2)))
+    system.issueBatchJob("true", job(accelerators=[gpu(2)]))
     system.issueBatchJob("true", job())
     driver.scheduler.resourceOffers(driver, [offer("plain"), offer("gpu", gpus=2)])
     placed = {"gpu-job" if gpus_in(task) else "plain-job": offer_id
-              for offer_id, task in driver.launches}
+              for offer_id, task in driver.launches()}
     assert placed == {"gpu-job": "o-gpu", "plain-job": "o-plain"}
-    gpu_task = next(t for _, t in driver.launches if gpus_in(t))
+    gpu_task = next(t for _, t in driver.launches() if gpus_in(t))
     assert gpus_in(gpu_task) == [2.0]
 
 
@@ -123,8 +52,8 @@ def test_jobs_without_gpus_keep_off_gpu_agents_while_others_have_room(system):
         system.issueBatchJob("true", job())
     # The GPU agent comes first in the master's order; one-core jobs still go elsewhere first.
     driver.scheduler.resourceOffers(driver, [offer("gpu", gpus=1), offer("plain")])
-    assert [offer_id for offer_id, _ in driver.launches] == ["o-plain", "o-plain", "o-gpu"]
-    assert all(not gpus_in(task) for _, task in driver.launches)
+    assert [offer_id for offer_id, _ in driver.launches()] == ["o-plain", "o-plain", "o-gpu"]
+    assert all(not gpus_in(task) for _, task in driver.launches())
 
 
 def test_jobs_without_gpus_wait_for_an_agent_without_gpus_known_to_have_room(system):
@@ -136,40 +65,40 @@ def test_jobs_without_gpus_wait_for_an_agent_without_gpus_known_to_have_room(sys
     driver.scheduler.resourceOffers(driver, [offer("plain")])  # 2 cores, 1 taken now
     system.issueBatchJob("true", job())
     driver.scheduler.resourceOffers(driver, [offer("gpu", gpus=1)])
-    assert [offer_id for offer_id, _ in driver.launches] == ["o-plain"]
-    assert driver.declined == ["o-gpu"]
+    assert [offer_id for offer_id, _ in driver.launches()] == ["o-plain"]
+    assert driver.declined() == ["o-gpu"]
     driver.scheduler.resourceOffers(driver, [offer("plain", cpus=1)])  # its last core
     system.issueBatchJob("true", job())
     driver.scheduler.resourceOffers(driver, [offer("gpu", gpus=1)])
-    assert [offer_id for offer_id, _ in driver.launches] == ["o-plain", "o-plain", "o-gpu"]
+    assert [offer_id for offer_id, _ in driver.launches()] == ["o-plain", "o-plain", "o-gpu"]
 
 
 def test_a_gpu_job_is_not_placed_on_an_agent_without_enough_gpus(system):
     driver = driver_of(system)
-    system.issueBatchJob("true", job(gpu(2)))
+    system.issueBatchJob("true", job(accelerators=[gpu(2)]))
     driver.scheduler.resourceOffers(driver, [offer("gpu-big", gpus=2)])  # learn the agents
-    driver.launches.clear()
-    system.issueBatchJob("true", job(gpu(2)))
+    driver.forget()
+    system.issueBatchJob("true", job(accelerators=[gpu(2)]))
     driver.scheduler.resourceOffers(driver, [offer("plain"), offer("gpu-small", gpus=1)])
-    assert driver.launches == []
-    assert sorted(driver.declined) == ["o-gpu-small", "o-plain"]
+    assert driver.launches() == []
+    assert sorted(driver.declined()) == ["o-gpu-small", "o-plain"]
 
 
 def test_a_gpu_job_no_agent_could_hold_fails_at_once_naming_the_gpus(system):
     driver = driver_of(system)
     driver.scheduler.resourceOffers(driver, [offer("plain"), offer("gpu", gpus=1)])
-    job_id = system.issueBatchJob("true", job(gpu(2)))
+    job_id = system.issueBatchJob("true", job(accelerators=[gpu(2)]))
     update = system.getUpdatedBatchJob(maxWait=1)
     assert update is not None and update.jobID == job_id
     assert update.exitReason is BatchJobExitReason.ERROR
-    assert driver.launches == []
+    assert driver.launches() == []
 
 
 def test_a_never_fitting_gpu_job_message_says_where_gpus_come_from(system, caplog):
     driver = driver_of(system)
     driver.scheduler.resourceOffers(driver, [offer("plain")])
     with caplog.at_level("ERROR", logger="toil_mesos"):
-        system.issueBatchJob("true", job(gpu(1)))
+        system.issueBatchJob("true", job(accelerators=[gpu(1)]))
     assert "needs 1 GPUs" in caplog.text and "'gpus' resource" in caplog.text
 
 
@@ -182,19 +111,19 @@ def test_a_never_fitting_gpu_job_message_says_where_gpus_come_from(system, caplo
 def test_accelerators_mesos_cannot_provide_stop_the_workflow_at_issue(system, accelerator,
                                                                        fragment):
     with pytest.raises(InsufficientSystemResources) as raised:
-        system.issueBatchJob("true", job(accelerator))
+        system.issueBatchJob("true", job(accelerators=[accelerator]))
     assert "cannot be provided" in str(raised.value) and fragment in str(raised.value)
     assert system.getIssuedBatchJobIDs() == []
 
 
 def test_nvidia_cuda_gpus_are_accepted(system):
-    system.check_resource_request(job(gpu(1, brand="nvidia", api="cuda")))
+    system.check_resource_request(job(accelerators=[gpu(1, brand="nvidia", api="cuda")]))
 
 
 def test_a_named_model_is_warned_about_once(system, caplog):
     with caplog.at_level("WARNING", logger="toil_mesos"):
-        system.issueBatchJob("true", job(gpu(1, model="nvidia-tesla-k80")))
-        system.issueBatchJob("true", job(gpu(1, model="nvidia-tesla-k80")))
+        system.issueBatchJob("true", job(accelerators=[gpu(1, model="nvidia-tesla-k80")]))
+        system.issueBatchJob("true", job(accelerators=[gpu(1, model="nvidia-tesla-k80")]))
     assert caplog.text.count("nvidia-tesla-k80") == 1
 
 

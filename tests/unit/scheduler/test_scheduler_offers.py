@@ -3,104 +3,33 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any
-from uuid import uuid4
 
 import pytest
-from toil.common import Config
-from toil.job import JobDescription
+from scheduler_fakes import GIB, RecordingDriver, driver_of, job, offer, running, status
 
 from toil_mesos.node_report import NodeReport
 from toil_mesos.scheduler.batch_system import MesosBatchSystem
 
-GIB = 1024**3
-
-
-class IdRecordingDriver:
-    def __init__(self, scheduler: Any, framework: dict[str, Any], master: str) -> None:
-        self.scheduler = scheduler
-        self.calls: list[tuple[str, Any]] = []
-
-    def start(self) -> None:
-        pass
-
-    def stop(self, failover: bool = False) -> None:
-        pass
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-    def reviveOffers(self) -> None:
-        self.calls.append(("revive", None))
-
-    def suppressOffers(self) -> None:
-        self.calls.append(("suppress", None))
-
-    def killTask(self, task_id: Any, agent_id: Any = None) -> None:
-        self.calls.append(("kill", task_id["value"]))
-
-    def launched(self) -> list[dict[str, Any]]:
-        return [task for name, tasks in self.calls if name == "launch" for task in tasks]
-
-    def launchTasks(self, offer_ids: Any, tasks: Any) -> None:
-        self.calls.append(("launch", tasks))
-        self.calls.append(("launch-offers", [o["value"] for o in offer_ids]))
-
-    def declineOffer(self, offer_ids: Any, filters: Any = None) -> None:
-        self.calls.append(("decline", ([o["value"] for o in offer_ids], filters)))
-
-
-def config() -> Config:
-    cfg = Config()
-    cfg.workflowID = str(uuid4())
-    cfg.cleanWorkDir = "always"
-    cfg.disableAutoDeployment = True
-    cfg.mesos_endpoint = "127.0.0.1:5050"
-    return cfg
-
-
-def job(cores: float = 1) -> JobDescription:
-    return JobDescription(jobName="j", unitName=None, requirements={
-        "cores": cores, "memory": GIB, "disk": GIB, "accelerators": [], "preemptible": False})
-
-
-def offer(agent: str, offer_id: str) -> dict[str, Any]:
-    return {
-        "id": {"value": offer_id},
-        "agent_id": {"value": agent},
-        "hostname": f"host-{agent}",
-        "resources": [{"name": n, "type": "SCALAR", "scalar": {"value": v}}
-                      for n, v in (("cpus", 2), ("mem", 4096), ("disk", 8192))],
-    }
-
-
-def status(task: dict[str, Any], state: str) -> dict[str, Any]:
-    return {"task_id": task["task_id"], "state": state}
-
 
 @pytest.fixture
-def system():  # type: ignore[no-untyped-def]
-    batch = MesosBatchSystem(config(), maxCores=16, maxMemory=64 * GIB, maxDisk=64 * GIB,
-                             driver_factory=IdRecordingDriver)
-    yield batch
-    batch.shutdown()
-
-
-def driver_of(system: MesosBatchSystem) -> IdRecordingDriver:
-    return system._driver  # type: ignore[no-any-return]
+def system() -> Iterator[MesosBatchSystem]:
+    with running(max_cores=16, max_memory=64 * GIB) as batch:
+        yield batch
 
 
 def offers(*agents: str) -> list[dict[str, Any]]:
-    return [offer(agent=a, offer_id=f"o-{a}") for a in agents]
+    return [offer(a) for a in agents]
 
 
 def test_unused_offers_are_declined_in_one_call(system):
     driver = driver_of(system)
     system.issueBatchJob("true", job())
     driver.scheduler.resourceOffers(driver, offers("a1", "a2", "a3", "a4"))
-    declines = [args for name, args in driver.calls if name == "decline"]
+    declines = driver.declines()
     assert declines == [(["o-a2", "o-a3", "o-a4"], {"refuse_seconds": 30.0})]
-    assert ("launch-offers", ["o-a1"]) in driver.calls
+    assert ["o-a1"] in driver.launch_offers
 
 
 def test_offers_of_ignored_hosts_are_declined_together_apart_from_idle_ones(system):
@@ -109,13 +38,13 @@ def test_offers_of_ignored_hosts_are_declined_together_apart_from_idle_ones(syst
     system.ignoreNode("host-a2")
     system.issueBatchJob("true", job())
     driver.scheduler.resourceOffers(driver, offers("a1", "a2", "a3", "a4"))
-    declines = [args for name, args in driver.calls if name == "decline"]
+    declines = driver.declines()
     assert declines == [(["o-a1", "o-a2"], {"refuse_seconds": 2.0}),
                         (["o-a4"], {"refuse_seconds": 30.0})]
-    assert ("launch-offers", ["o-a3"]) in driver.calls
+    assert ["o-a3"] in driver.launch_offers
 
 
-def launched_on(driver: IdRecordingDriver) -> list[str]:
+def launched_on(driver: RecordingDriver) -> list[str]:
     return [t["agent_id"]["value"] for t in driver.launched()]
 
 
