@@ -43,6 +43,8 @@ class Registered:
     executors: Sequence[Any]
     #: It had been marked unreachable: non-partition-aware frameworks' tasks are gone.
     was_unreachable: bool
+    #: This master knew it (registered, not unreachable): its tasks here are known too.
+    was_known: bool = False
 
 
 class Agents(Registry[AgentRecord]):
@@ -108,7 +110,7 @@ class Agents(Registry[AgentRecord]):
             )
             self._by_id[agent_id] = agent
             logger.info("Agent %s at %s registered", agent_id, address)
-            was_unreachable = False
+            was_unreachable = was_known = False
         else:
             agent_id = agent.agent_id
             was = agent.state
@@ -121,6 +123,7 @@ class Agents(Registry[AgentRecord]):
             agent.info, agent.address, agent.total = info, address, total
             agent.disconnected_at = None
             was_unreachable = was is AgentLifecycle.UNREACHABLE
+            was_known = not was_unreachable
             agent.unreachable_time = None
             logger.info("Agent %s at %s re-registered (was %s)", agent_id, address, was.value)
         outputs.append(
@@ -132,6 +135,7 @@ class Agents(Registry[AgentRecord]):
             outputs=tuple(outputs),
             executors=list(register.get("executors") or []),
             was_unreachable=was_unreachable,
+            was_known=was_known,
         )
 
     def stream_closed(self, stream_id: str, *, now: float) -> AgentRecord | None:

@@ -291,6 +291,8 @@ class MasterState:
         registered = self._agent_registry.register(body, now=now)
         agent = registered.agent
         adopted = self._tasks.adopt(agent, registered.executors, registered.was_unreachable, now)
+        if registered.was_known:
+            adopted += self._tasks.unknown_to_agent(agent, registered.executors)
         self._allocator.wake()
         return AgentRegistration(
             stream_id=registered.stream_id,

@@ -195,6 +195,52 @@ class Tasks:
             self._adopt_executor(agent, framework, state)
         return outputs
 
+    def unknown_to_agent(self, agent: AgentRecord, executors: Iterable[Any]) -> list[Output]:
+        """Tasks this master launched on a re-registering agent that the agent does not know.
+
+        A RUN_TASK can be lost: sent on the stream of an agent that was dying, or racing its
+        re-registration. Mesos' master then asks the agent to reconcile those tasks
+        (``Master::reconcileKnownSlave``) and the agent answers TASK_LOST, or TASK_DROPPED for
+        partition-aware frameworks ("Reconciliation: task unknown to the agent",
+        ``REASON_RECONCILIATION``). Without that the task would stay STAGING for ever, and a
+        framework's reconciliation would keep being told so. Here the master says it directly,
+        and only for tasks it never had an update for: a task the agent ran has its own
+        updates, resent by the agent, to end it.
+        """
+        reported = {
+            (value_of(state.get("framework_id")), value_of(task.get("task_id")))
+            for state in executors
+            if isinstance(state, Mapping)
+            for task in state.get("tasks") or ()
+            if isinstance(task, Mapping)
+        }
+        outputs: list[Output] = []
+        for framework in self._frameworks:
+            unknown = [
+                t for t in framework.tasks.values()
+                if t.agent_id == agent.agent_id and t.state == "TASK_STAGING" and not t.statuses
+                and (framework.framework_id, t.task_id) not in reported
+            ]
+            for task in unknown:
+                state = "TASK_DROPPED" if framework.partition_aware else "TASK_LOST"
+                logger.warning("Task %s of framework %s unknown to agent %s on re-registration",
+                               task.task_id, framework.framework_id, agent.agent_id)
+                status = master_status(
+                    self._wall(),
+                    task_id=task.task_id,
+                    state=state,
+                    message="Reconciliation: task unknown to the agent",
+                    reason="REASON_RECONCILIATION",
+                    agent_id=agent.agent_id,
+                    executor_id=task.executor_id,
+                )
+                task.state, task.latest = state, status
+                task.statuses.append(status)
+                self.complete(framework, task)
+                if framework.stream_id is not None:
+                    outputs.append(update_event(framework, status))
+        return outputs
+
     def _adopt_executor(
         self, agent: AgentRecord, framework: FrameworkRecord, state: Mapping[str, Any]
     ) -> None:

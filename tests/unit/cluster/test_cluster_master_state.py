@@ -1070,7 +1070,8 @@ class TestAgents:
         master.launch(stream, master.offer(stream), task("T1"))
         master.state.agent_stream_closed(agent_stream, now=master.now)
         master.tick(5)
-        new_stream = master.register(agent_id=AGENT)
+        still = {"framework_id": {"value": FW}, "executor_info": executor(), "tasks": [task("T1")]}
+        new_stream = master.register(agent_id=AGENT, executors=[still])
         master.tick(20)
         assert statuses(master.take(stream)) == []
         (event,) = master.take(new_stream, "REGISTERED")
@@ -1111,6 +1112,32 @@ class TestAgents:
         master.outputs += master.state.agent_stream_closed(agent_stream, now=master.now)
         assert statuses(master.take(stream)) == []
         assert master.state.state_json()["frameworks"][0]["tasks"][0]["id"] == "T1"
+
+    @pytest.mark.parametrize(("pa", "state"), [(False, "TASK_LOST"), (True, "TASK_DROPPED")])
+    def test_a_launch_the_reregistering_agent_never_got_ends(
+        self, master: Master, pa: bool, state: str
+    ) -> None:
+        agent_stream = master.register()
+        stream = master.subscribe(partition_aware=pa, checkpoint=True)
+        master.launch(stream, master.offer(stream), task("T1"), task("T2"), task("T3"))
+        master.update(agent_stream, "T3", "TASK_RUNNING")  # ran: its own updates end it
+        master.take(stream)
+        master.state.agent_stream_closed(agent_stream, now=master.now)
+        reported = {"framework_id": {"value": FW}, "executor_info": executor(),
+                    "tasks": [task("T2")]}
+        master.register(agent_id=AGENT, executors=[reported])  # T1's RUN_TASK was lost
+        (lost,) = statuses(master.take(stream))
+        assert lost["task_id"] == {"value": "T1"}
+        assert (lost["state"], lost["reason"]) == (state, "REASON_RECONCILIATION")
+        assert lost["message"] == "Reconciliation: task unknown to the agent"
+        tasks = master.state.state_json()["frameworks"][0]["tasks"]
+        assert sorted(t["id"] for t in tasks) == ["T2", "T3"]
+
+    def test_an_agent_new_to_this_master_ends_no_task(self) -> None:
+        master = Master()  # a restarted master learns the tasks from the agents instead
+        stream = master.subscribe(framework_info(id={"value": FW}))
+        master.register(agent_id=AGENT, executors=[])
+        assert statuses(master.take(stream)) == []
 
     def test_reregistration_on_a_live_stream_closes_the_old_one(self, master: Master) -> None:
         old = master.register()
