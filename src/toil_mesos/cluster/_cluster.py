@@ -2,7 +2,8 @@
 
 :class:`Cluster` starts ZooKeeper when the masters elect their leader through one it owns,
 then the masters, then the agents (in their namespaces when isolated), waits for every ready
-file, checks each agent really is isolated, and writes ``cluster.json``; it can stop and
+file (:func:`~toil_mesos.cluster._cluster_daemons.wait_ready`, which also checks each agent
+really is isolated), and writes ``cluster.json``; it can stop and
 restart single daemons (fault injection) and tears everything down again. The daemons'
 command lines are built here (:meth:`Cluster._master` and :meth:`Cluster._agent`).
 """
@@ -12,18 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
-import select
 import shutil
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from toil_mesos.cluster._cleanup import AGENT_BUNDLE_CACHE
+from toil_mesos.cluster._cluster_daemons import Daemon, wait_ready
 from toil_mesos.cluster._cluster_masters import ZK_PATH, master_argv, start_zookeeper
 from toil_mesos.cluster._cluster_options import (
     ClusterError,
@@ -35,8 +34,6 @@ from toil_mesos.cluster._cluster_record import (
     CLUSTER_FILE,
     AgentRecord,
     ClusterRecord,
-    DaemonRecord,
-    daemon_name,
     locked,
     read_record,
     write_json_atomically,
@@ -46,16 +43,9 @@ from toil_mesos.cluster._isolation import (
     MountIsolation,
     Network,
     create_network,
-    mount_namespace_of,
-    net_namespace_of,
 )
 from toil_mesos.cluster._supervision import (
     KILL_WAIT,
-    SAFETY_POLL,
-    DirectoryWatch,
-    ProcessRef,
-    log_tail,
-    read_ready,
     spawn,
     teardown,
 )
@@ -64,39 +54,6 @@ from toil_mesos.deploy.stage import CACHE_ENV
 __all__ = ["Cluster"]
 
 logger = logging.getLogger("toil_mesos.cluster.launcher")
-
-
-@dataclass(kw_only=True)
-class _Daemon:
-    """One daemon slot (a master, an agent, ZooKeeper) and its current process."""
-
-    role: str
-    index: int
-    argv: list[str]
-    log: Path
-    ready_file: Path
-    process: ProcessRef | None = None
-    first_start_time: int | None = None
-    ready: dict[str, Any] = field(default_factory=dict)
-    mount_namespaces: list[int] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return daemon_name(self.role, self.index)
-
-    def record(self) -> DaemonRecord:
-        assert self.process is not None and self.first_start_time is not None
-        return DaemonRecord(
-            role=self.role,
-            index=self.index,
-            pid=self.process.pid,
-            start_time=self.process.start_time,
-            first_start_time=self.first_start_time,
-            argv=tuple(self.argv),
-            log=str(self.log),
-            ready_file=str(self.ready_file),
-            mount_namespaces=tuple(self.mount_namespaces),
-        )
 
 
 class Cluster:
@@ -114,11 +71,11 @@ class Cluster:
         self.cluster_id = secrets.token_hex(3)
         self.isolation: MountIsolation | None = None
         self.network: Network | None = None
-        self.masters: list[_Daemon] = []
-        self.zookeeper: _Daemon | None = None
+        self.masters: list[Daemon] = []
+        self.zookeeper: Daemon | None = None
         #: What frameworks and agents are given: the zk:// URL, or the lone master's address.
         self.endpoint = ""
-        self.agents: list[_Daemon] = []
+        self.agents: list[Daemon] = []
         self._lock: contextlib.ExitStack | None = None
         self._owns_record = False  # True once we hold the lock and any old record is gone
         self._made: list[Path] = []
@@ -128,7 +85,7 @@ class Cluster:
         return f"<Cluster {self.cluster_id} {state} agents={len(self.agents)} {self.work_dir}>"
 
     @property
-    def master(self) -> _Daemon | None:
+    def master(self) -> Daemon | None:
         """The first master (the only one unless the masters elect a leader)."""
         return self.masters[0] if self.masters else None
 
@@ -240,7 +197,7 @@ class Cluster:
         argv, process, port = start_zookeeper(
             data_dir, host, log, timeout=self.options.ready_timeout
         )
-        self.zookeeper = _Daemon(
+        self.zookeeper = Daemon(
             role="zookeeper",
             index=0,
             argv=argv,
@@ -252,7 +209,7 @@ class Cluster:
         )
         return f"zk://{host}:{port}{ZK_PATH}"
 
-    def _master(self, index: int, host: str, zk: str | None) -> _Daemon:
+    def _master(self, index: int, host: str, zk: str | None) -> Daemon:
         """Master ``index``: 0 for a lone master, 1..N for masters electing a leader."""
         stem = "master" if index == 0 else f"master-{index}"
         parent = self.work_dir if index == 0 else self._make_dir(self.work_dir / "masters")
@@ -261,7 +218,7 @@ class Cluster:
         argv = master_argv(
             self._command("master"), self.options, host=host, work_dir=work_dir, ready=ready, zk=zk
         )
-        return _Daemon(
+        return Daemon(
             role="master",
             index=index,
             argv=argv,
@@ -269,7 +226,7 @@ class Cluster:
             ready_file=ready,
         )
 
-    def _agent(self, index: int) -> _Daemon:
+    def _agent(self, index: int) -> Daemon:
         assert self.endpoint
         run = self.work_dir / "run"
         host = self.network.addresses[index] if self.network else "127.0.0.1"
@@ -301,7 +258,7 @@ class Cluster:
             argv = self.isolation.wrap(argv)
         if self.network is not None:
             argv = self.network.wrap(index, argv)
-        return _Daemon(
+        return Daemon(
             role="agent",
             index=index,
             argv=argv,
@@ -309,7 +266,7 @@ class Cluster:
             log=self.work_dir / "logs" / f"agent-{index}.log",
         )
 
-    def _launch(self, daemon: _Daemon) -> None:
+    def _launch(self, daemon: Daemon) -> None:
         daemon.ready_file.unlink(missing_ok=True)
         daemon.ready = {}
         logger.debug("starting %s: %s", daemon.name, daemon.argv)
@@ -317,97 +274,16 @@ class Cluster:
         if daemon.first_start_time is None:
             daemon.first_start_time = daemon.process.start_time
 
-    def _wait_ready(self, daemons: Sequence[_Daemon]) -> None:
-        """Wait for every daemon's ready file; fail fast when one exits, bounded by the timeout."""
-        deadline = time.monotonic() + self.options.ready_timeout
-        pending = list(daemons)
-        watch = DirectoryWatch(self.work_dir / "run")
-        poller = select.poll()
-        pidfds: list[int] = []
-        try:
-            if watch.fileno() >= 0:
-                poller.register(watch.fileno(), select.POLLIN)
-            for daemon in pending:
-                assert daemon.process is not None
-                with contextlib.suppress(ProcessLookupError):
-                    pidfds.append(os.pidfd_open(daemon.process.pid))
-                    poller.register(pidfds[-1], select.POLLIN)
-            while pending:
-                for daemon in list(pending):
-                    ready = read_ready(daemon.ready_file)
-                    if ready is not None:
-                        self._accept_ready(daemon, ready)
-                        pending.remove(daemon)
-                    else:
-                        self._check_alive(daemon)
-                if len(self.masters) == 1 and self.masters[0] not in daemons:
-                    # Agents cannot register with a dead master: say so, not "timed out".
-                    self._check_alive(self.masters[0], while_waiting_for=pending)
-                if not pending:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ClusterError(
-                        f"{', '.join(d.name for d in pending)} not ready after "
-                        f"{self.options.ready_timeout:g} s (no ready file "
-                        f"{pending[0].ready_file}); see {pending[0].log}:\n"
-                        f"{log_tail(pending[0].log)}"
-                    )
-                poller.poll(min(remaining, SAFETY_POLL) * 1000)
-                watch.drain()
-        finally:
-            watch.close()
-            for fd in pidfds:
-                os.close(fd)
-
-    def _check_alive(self, daemon: _Daemon, *, while_waiting_for: Sequence[_Daemon] = ()) -> None:
-        assert daemon.process is not None
-        if daemon.process.running():
-            return
-        code = daemon.process.reap()
-        how = "" if code is None else f" with status {code}"
-        when = (
-            f"while {', '.join(d.name for d in while_waiting_for)} started"
-            if while_waiting_for
-            else "before it was ready"
+    def _wait_ready(self, daemons: Sequence[Daemon]) -> None:
+        lone = self.masters[0] if len(self.masters) == 1 else None
+        wait_ready(
+            daemons,
+            run_dir=self.work_dir / "run",
+            timeout=self.options.ready_timeout,
+            lone_master=lone,
+            isolation=self.isolation,
+            network=self.network,
         )
-        raise ClusterError(
-            f"{daemon.name} exited{how} {when}; see {daemon.log}:\n{log_tail(daemon.log)}"
-        )
-
-    def _accept_ready(self, daemon: _Daemon, ready: dict[str, Any]) -> None:
-        """Take a daemon's ready file, after checking it is the process we started, isolated."""
-        assert daemon.process is not None
-        if ready.get("pid") != daemon.process.pid:
-            raise ClusterError(
-                f"{daemon.name}'s ready file {daemon.ready_file} names pid {ready.get('pid')}, "
-                f"but the process started is {daemon.process.pid}; cluster.json would be wrong"
-            )
-        if not isinstance(ready.get("address"), str):
-            raise ClusterError(f"{daemon.name}'s ready file has no address: {ready!r}")
-        if daemon.role == "agent" and not isinstance(ready.get("id"), str):
-            raise ClusterError(f"{daemon.name}'s ready file has no agent id: {ready!r}")
-        daemon.ready = ready
-        if daemon.role == "agent":
-            self._check_isolated(daemon)
-
-    def _check_isolated(self, daemon: _Daemon) -> None:
-        """Never pretend: an agent meant to be isolated must really be in its namespaces."""
-        assert daemon.process is not None
-        pid = daemon.process.pid
-        if self.isolation is not None:
-            inode = mount_namespace_of(pid)
-            if inode is None or inode == mount_namespace_of(os.getpid()):
-                raise ClusterError(f"{daemon.name} (pid {pid}) is not in a private mount namespace")
-            if inode not in daemon.mount_namespaces:
-                daemon.mount_namespaces.append(inode)
-        if self.network is not None:
-            expected = self.network.namespace_inode(daemon.index)
-            if expected is None or net_namespace_of(pid) != expected:
-                raise ClusterError(
-                    f"{daemon.name} (pid {pid}) is not in its network namespace "
-                    f"{self.network.namespaces[daemon.index]}"
-                )
 
     def record(self) -> ClusterRecord:
         """What ``cluster.json`` says about this cluster now."""
@@ -439,7 +315,7 @@ class Cluster:
 
     # -- parts, for fault injection --
 
-    def _daemon(self, which: str | int) -> _Daemon:
+    def _daemon(self, which: str | int) -> Daemon:
         if which == "master":
             if self.master is None:
                 raise ClusterError("the cluster has no master: it was not started")
