@@ -4,9 +4,9 @@ A mini-cluster run for many workflows accumulates, in each agent's work dir, one
 executor (with its fetched bundle and Toil's files) and the fetcher cache: gigabytes after a
 few dozen runs. ``down`` removes exactly what the daemons made there, found from each
 recorded daemon's own ``--work-dir`` argument, and nothing else: the agents' ``slaves/``
-(sandboxes), ``fetchcache/`` and ``bundle-cache/`` (the bundles their executors staged),
-the cluster's own ZooKeeper's ``version-2/``, then each daemon's work dir and ``agents/`` if
-that left them empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the
+(sandboxes), ``fetchcache/``, ``bundle-cache/`` (the bundles their executors staged) and
+``meta/`` (their checkpoints), the cluster's own ZooKeeper's ``version-2/``, then each
+daemon's work dir and ``agents/`` if that left them empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the
 cluster's directory, or anything else a user put in these directories, is never touched.
 """
 
@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 AGENT_BUNDLE_CACHE: Final = "bundle-cache"
 #: What each role makes inside its ``--work-dir``.
 _PRODUCTS: Final = {
-    "agent": ("slaves", "fetchcache", AGENT_BUNDLE_CACHE),
+    # ``meta``: the agent's checkpoint, stale once ``down`` has stopped its executors.
+    "agent": ("slaves", "fetchcache", AGENT_BUNDLE_CACHE, "meta"),
     "master": (),
     # The cluster's own ZooKeeper: its snapshots and transaction logs (elections of one run).
     "zookeeper": ("version-2",),

@@ -44,7 +44,8 @@ def test_down_removes_sandboxes_and_caches_only(work_dir: Path) -> None:
     ] + [_write(work_dir / "agents" / str(i) / "fetchcache" / "root" / "c1-b.tar.zst")
          for i in (0, 1)
     ] + [_write(work_dir / "agents" / str(i) / "bundle-cache" / ("0" * 64) / "m.py")
-         for i in (0, 1)]
+         for i in (0, 1)
+    ] + [_write(work_dir / "agents" / str(i) / "meta" / "agent.json") for i in (0, 1)]
     # What the cluster did not make.
     mine = _write(work_dir / "agents" / "0" / "notes.txt")
     elsewhere = _write(work_dir / "other" / "slaves" / "keep.txt")
@@ -56,6 +57,7 @@ def test_down_removes_sandboxes_and_caches_only(work_dir: Path) -> None:
         assert f"removed {work_dir / 'agents' / str(i) / 'slaves'}" in done.stdout
         assert f"removed {work_dir / 'agents' / str(i) / 'fetchcache'}" in done.stdout
         assert f"removed {work_dir / 'agents' / str(i) / 'bundle-cache'}" in done.stdout
+        assert f"removed {work_dir / 'agents' / str(i) / 'meta'}" in done.stdout
     assert mine.exists() and elsewhere.exists() and beside.exists()
     assert not (work_dir / "agents" / "1").exists()  # emptied: removed
     assert (work_dir / "logs").is_dir()  # logs stay for post-mortems
