@@ -6,8 +6,9 @@ few dozen runs. ``down`` removes exactly what the daemons made there, found from
 recorded daemon's own ``--work-dir`` argument, and nothing else: the agents' ``slaves/``
 (sandboxes), ``fetchcache/``, ``bundle-cache/`` (the bundles their executors staged) and
 ``meta/`` (their checkpoints), the cluster's own ZooKeeper's ``version-2/``, then each
-daemon's work dir and ``agents/`` if that left them empty. Logs (``logs/``) stay, for post-mortems; a work dir outside the
-cluster's directory, or anything else a user put in these directories, is never touched.
+daemon's work dir and ``agents/`` if that left them empty. Logs (``logs/``) stay, for
+post-mortems; a work dir outside the cluster's directory, or anything else a user put in
+these directories, is never touched.
 """
 
 from __future__ import annotations

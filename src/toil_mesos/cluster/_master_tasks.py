@@ -225,21 +225,29 @@ class Tasks:
                 state = "TASK_DROPPED" if framework.partition_aware else "TASK_LOST"
                 logger.warning("Task %s of framework %s unknown to agent %s on re-registration",
                                task.task_id, framework.framework_id, agent.agent_id)
-                status = master_status(
-                    self._wall(),
-                    task_id=task.task_id,
-                    state=state,
-                    message="Reconciliation: task unknown to the agent",
-                    reason="REASON_RECONCILIATION",
-                    agent_id=agent.agent_id,
-                    executor_id=task.executor_id,
+                outputs += self._end_by_master(
+                    framework, task, state, "Reconciliation: task unknown to the agent",
+                    "REASON_RECONCILIATION",
                 )
-                task.state, task.latest = state, status
-                task.statuses.append(status)
-                self.complete(framework, task)
-                if framework.stream_id is not None:
-                    outputs.append(update_event(framework, status))
         return outputs
+
+    def _end_by_master(
+        self, framework: FrameworkRecord, task: TaskRecord, state: str, message: str, reason: str
+    ) -> list[Output]:
+        """End *task* with a status the master makes; the UPDATE if the framework listens."""
+        status = master_status(
+            self._wall(),
+            task_id=task.task_id,
+            state=state,
+            message=message,
+            reason=reason,
+            agent_id=task.agent_id,
+            executor_id=task.executor_id,
+        )
+        task.state, task.latest = state, status
+        task.statuses.append(status)
+        self.complete(framework, task)
+        return [update_event(framework, status)] if framework.stream_id is not None else []
 
     def _adopt_executor(
         self, agent: AgentRecord, framework: FrameworkRecord, state: Mapping[str, Any]
@@ -291,21 +299,10 @@ class Tasks:
                 continue
             tasks = [t for t in framework.tasks.values() if t.agent_id == agent.agent_id]
             for task in tasks:
-                status = master_status(
-                    self._wall(),
-                    task_id=task.task_id,
-                    state="TASK_LOST",
-                    message=f"Agent {hostname} disconnected",
-                    reason="REASON_AGENT_DISCONNECTED",
-                    agent_id=agent.agent_id,
-                    executor_id=task.executor_id,
+                outputs += self._end_by_master(
+                    framework, task, "TASK_LOST", f"Agent {hostname} disconnected",
+                    "REASON_AGENT_DISCONNECTED",
                 )
-                task.state = "TASK_LOST"
-                task.latest = status
-                task.statuses.append(status)
-                self.complete(framework, task)
-                if framework.stream_id is not None:
-                    outputs.append(update_event(framework, status))
             for key in [k for k in agent.executors if k[0] == framework.framework_id]:
                 del agent.executors[key]
         if outputs:
